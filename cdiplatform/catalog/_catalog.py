@@ -1,0 +1,345 @@
+"""The :class:`Catalog`: one zarr v3 hierarchy of scan collections, results and models."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import uuid
+import shutil
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from cdiplatform.catalog._errors import CatalogError, NodeNotFoundError
+from cdiplatform.catalog.layout import FORMAT_ATTR, FORMAT_VERSION, KINDS, NodeKind, check_node_path, node_kind
+from cdiplatform.catalog.schema import validate
+
+__all__ = ["Catalog", "open_catalog", "parse_node_ref"]
+
+Mode = Literal["r", "a"]
+
+#: status codes of the per-scan ``status`` variable (CF flag_values / flag_meanings)
+STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
+STATUS_MEANINGS = "pending ok failed"
+
+
+def _text_to_object(ds: xr.Dataset) -> xr.Dataset:
+    """Fixed-width numpy text has no stable zarr v3 dtype: store text as variable-length UTF-8."""
+    out = ds.copy()
+    for name, var in ds.variables.items():
+        if var.dtype.kind == "U":
+            out[name] = var.astype(object)
+    return out
+
+
+def parse_node_ref(ref: str, *, default_catalog: str | Path | None = None) -> tuple[Path, str]:
+    """Split ``CATALOG:NODE`` (or a bare ``NODE``) into a catalog path and a node path."""
+    if ":" in ref:
+        cat, node = ref.rsplit(":", 1)
+        return Path(cat), check_node_path(node)
+    if default_catalog is None:
+        raise CatalogError(f"{ref!r} names no catalog: write it as CATALOG:NODE")
+    return Path(default_catalog), check_node_path(ref)
+
+
+class Catalog:
+    """A catalog on disk: list, open, query and write its nodes.
+
+    Use :func:`open_catalog` rather than the constructor. Reading needs nothing
+    of ours: ``xarray.open_datatree(path, engine="zarr")`` opens the same tree.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.zarr`` directory.
+    mode : {"r", "a"}
+        ``"r"`` reads only (the committed examples catalog); ``"a"`` also writes.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, mode: Mode = "r") -> None:
+        self.path = Path(path)
+        self.mode = mode
+        self._root = self._open_root()
+
+    # ------------------------------------------------------------------ opening
+    def _open_root(self) -> zarr.Group:
+        exists = self.path.exists()
+        if not exists and self.mode == "r":
+            raise CatalogError(f"{self.path}: no catalog there (the path does not exist)")
+        if exists:
+            try:
+                root = zarr.open_group(self.path, mode="r" if self.mode == "r" else "a", zarr_format=3)
+            except Exception as exc:  # zarr raises several types for a foreign directory
+                raise CatalogError(f"{self.path}: not a catalog ({type(exc).__name__}: {exc})") from None
+            if root.attrs.get(FORMAT_ATTR) is None:
+                raise CatalogError(
+                    f"{self.path}: not a catalog (a zarr group without the {FORMAT_ATTR!r} attribute)"
+                )
+            return root
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        root = zarr.open_group(self.path, mode="w-", zarr_format=3)
+        root.attrs.update({FORMAT_ATTR: FORMAT_VERSION, "title": f"cdiplatform catalog {self.path.stem}"})
+        for group in KINDS:
+            root.require_group(group)
+        return root
+
+    def __repr__(self) -> str:
+        return f"<Catalog {str(self.path)!r} mode={self.mode!r} nodes={len(self.nodes())}>"
+
+    # ------------------------------------------------------------------ listing
+    def nodes(self, kind: NodeKind | None = None) -> list[str]:
+        """Node paths, sorted; only those of ``kind`` when given."""
+        found: list[str] = []
+        for top, (k, depth) in KINDS.items():
+            if kind is not None and k != kind or top not in self._root:
+                continue
+            found.extend(self._walk(self._root[top], top, depth))
+        return sorted(found)
+
+    def _walk(self, group: zarr.Group, prefix: str, depth: int) -> Iterator[str]:
+        for name, child in group.groups():
+            path = f"{prefix}/{name}"
+            if depth == 1:
+                yield path
+            else:
+                yield from self._walk(child, path, depth - 1)
+
+    def __contains__(self, node: str) -> bool:
+        node = check_node_path(node)
+        try:
+            obj = self._root[node]
+        except KeyError:
+            return False
+        return isinstance(obj, zarr.Group)
+
+    def _require(self, node: str) -> str:
+        node = check_node_path(node)
+        if node not in self:
+            raise NodeNotFoundError(f"{self.path}: no node {node!r}")
+        return node
+
+    # ------------------------------------------------------------------ reading
+    def open(self, node: str, *, chunks: Any = "auto-zarr") -> xr.Dataset:
+        """The node as a lazy :class:`xarray.Dataset` (zarr chunks unless ``chunks`` says otherwise)."""
+        node = self._require(node)
+        kwargs = {} if chunks == "auto-zarr" else {"chunks": chunks}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+            return xr.open_zarr(self.path, group=node, consolidated=False, **kwargs)
+
+    __getitem__ = open
+
+    def attrs(self, node: str) -> dict[str, Any]:
+        """The node's attributes (provenance among them), without opening its arrays."""
+        node = self._require(node)
+        return dict(self._root[node].attrs)
+
+    def provenance(self, node: str) -> dict[str, Any]:
+        """The provenance record of a node (see :mod:`cdiplatform.catalog.provenance`)."""
+        return self.attrs(node).get("provenance", {})
+
+    def tree(self) -> xr.DataTree:
+        """The whole catalog as an :class:`xarray.DataTree`, lazily."""
+        return xr.open_datatree(self.path, engine="zarr", consolidated=False)
+
+    def query(self, node_kind: NodeKind, /, **match: Any) -> list[str]:
+        """Nodes of ``kind`` with a per-scan coordinate or attribute equal to each ``match`` value.
+
+        Examples
+        --------
+        >>> cat.query("collection", kind="measured", beamtime="2026-11-34idc")  # doctest: +SKIP
+        """
+        hits = []
+        for node in self.nodes(node_kind):
+            attrs = self.attrs(node)
+            ds = None
+            ok = True
+            for key, want in match.items():
+                if key in attrs and attrs[key] == want:
+                    continue
+                if ds is None:
+                    ds = self.open(node)
+                if key in ds.coords and ds[key].dims == ("scan",):
+                    if not np.any(np.asarray(ds[key].values) == want):
+                        ok = False
+                elif key in ds.attrs and ds.attrs[key] == want:
+                    continue
+                else:
+                    ok = False
+                if not ok:
+                    break
+            if ok:
+                hits.append(node)
+        return hits
+
+    def failed(self, node: str) -> xr.Dataset:
+        """The scans of a run node whose ``status`` is failed, with their ``reason``."""
+        ds = self.open(node)
+        if "status" not in ds:
+            raise CatalogError(f"{self.path}:{node} has no per-scan status (not written by a run)")
+        status = ds["status"].load()
+        return ds[["status", "reason"]].isel(scan=np.flatnonzero(status.values == STATUS_FAILED)).load()
+
+    def content_hash(self, node: str) -> str:
+        """Hash of a node's content, from the per-scan digests its writers recorded.
+
+        Nodes written whole (models, raw scans) carry their hash in the
+        ``content_hash`` attribute instead.
+        """
+        node = self._require(node)
+        attrs = self._root[node].attrs
+        if "content_hash" in attrs:
+            return str(attrs["content_hash"])
+        group = self._root[node]
+        if "digest" not in group:
+            raise CatalogError(f"{self.path}:{node} records no digests to hash")
+        digests = np.asarray(group["digest"][...], dtype="<u8")
+        return hashlib.sha256(digests.tobytes()).hexdigest()
+
+    # ------------------------------------------------------------------ writing
+    def _writable(self) -> None:
+        if self.mode == "r":
+            raise CatalogError(f"{self.path}: opened read-only")
+
+    def allocate(
+        self,
+        node: str,
+        template: xr.Dataset,
+        *,
+        chunk: int,
+        attrs: Mapping[str, Any],
+        runner_managed: bool = True,
+    ) -> None:
+        """Create ``node`` from a template whose lazy variables are not computed.
+
+        Numpy-backed variables (coordinates, small per-scan fields) are written
+        now; dask-backed ones only get their metadata, to be filled by
+        :meth:`write_region` in whole chunks of ``chunk`` scans.
+        """
+        self._writable()
+        node = check_node_path(node)
+        if node in self:
+            raise CatalogError(f"{self.path}: node {node!r} exists already")
+        validate(node_kind(node), template, node=node, runner_managed=runner_managed)
+        ds = _text_to_object(template)
+        ds.attrs = dict(attrs)
+        encoding = {}
+        for name, var in ds.variables.items():
+            enc: dict[str, Any] = {}
+            if var.dims and var.dims[0] == "scan":
+                enc["chunks"] = (chunk,) + tuple(var.shape[1:])
+            if var.dtype.kind in "biu" and name not in ds.coords:
+                enc["_FillValue"] = None
+            if enc:
+                encoding[name] = enc
+        ds.to_zarr(self.path, group=node, mode="w-", compute=False, consolidated=False, encoding=encoding)
+
+    def write_region(self, node: str, values: xr.Dataset, *, scans: slice) -> None:
+        """Write whole chunks along ``scan``: ``values`` holds every scan of ``scans``.
+
+        ``scans`` must start and end on chunk boundaries (or the end of the
+        array): zarr writes from several processes are only safe for whole chunks.
+        """
+        self._writable()
+        node = self._require(node)
+        keep = [n for n, v in values.variables.items() if v.dims and v.dims[0] == "scan" and n not in values.coords]
+        ds = _text_to_object(values[keep]).drop_vars([c for c in values.coords], errors="ignore")
+        ds.attrs = {}
+        ds.to_zarr(self.path, group=node, region={"scan": scans}, mode="r+", consolidated=False)
+
+    def update_attrs(self, node: str, attrs: Mapping[str, Any]) -> None:
+        """Merge ``attrs`` into a node's attributes. Only the run's driver calls this."""
+        self._writable()
+        node = self._require(node)
+        group = zarr.open_group(self.path, path=node, mode="r+", zarr_format=3)
+        group.attrs.update(dict(attrs))
+
+    def write(
+        self,
+        node: str,
+        ds: xr.Dataset,
+        *,
+        attrs: Mapping[str, Any],
+        overwrite: bool = False,
+        encoding: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write a whole node at once (models, training sets, raw scans), schema checked first.
+
+        The node is written into a staging folder beside the catalog and moved
+        into place in one rename, so that a reader, or a writer killed
+        halfway, never sees half a node.
+        """
+        self._writable()
+        node = check_node_path(node)
+        validate(node_kind(node), xr.Dataset(ds.data_vars, ds.coords, attrs=dict(attrs)), node=node)
+        target = self.path / node
+        if node in self and not overwrite:
+            raise CatalogError(f"{self.path}: node {node!r} exists already")
+        out = _text_to_object(ds)
+        out.attrs = dict(attrs)
+        staging = self.path.parent / f".{self.path.name}.staging"
+        staging.mkdir(exist_ok=True)
+        tmp = staging / uuid.uuid4().hex
+        try:
+            out.to_zarr(tmp, mode="w-", consolidated=False, zarr_format=3, encoding=dict(encoding or {}))
+            for parent in reversed(Path(node).parents[:-1]):  # intermediate groups (raw/<beamtime>)
+                self._root.require_group(str(parent))
+            old = None
+            if target.exists():
+                old = staging / f"{uuid.uuid4().hex}.old"
+                os.rename(target, old)
+            os.rename(tmp, target)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                staging.rmdir()
+
+    def group_attrs(self, path: str) -> dict[str, Any]:
+        """Attributes of a group above the nodes (``raw/<beamtime>``), empty if it does not exist."""
+        try:
+            return dict(self._root[path.strip("/")].attrs)
+        except KeyError:
+            return {}
+
+    def update_group_attrs(self, path: str, attrs: Mapping[str, Any]) -> None:
+        """Merge ``attrs`` into a group above the nodes, creating it. Only a driver calls this."""
+        self._writable()
+        top = path.strip("/").split("/")[0]
+        if top not in KINDS:
+            raise CatalogError(f"{path!r} is not in the catalog layout")
+        self._root.require_group(path.strip("/")).attrs.update(dict(attrs))
+
+    def remove(self, node: str) -> None:
+        """Delete a node and everything below it."""
+        self._writable()
+        node = self._require(node)
+        shutil.rmtree(self.path / node)
+
+
+def open_catalog(path: str | os.PathLike, *, mode: Mode = "r") -> Catalog:
+    """Open the catalog at ``path``.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.zarr`` directory holding a catalog.
+    mode : {"r", "a"}
+        ``"r"`` (default) to read; ``"a"`` to read and write, creating the
+        catalog when the path does not exist yet.
+
+    Raises
+    ------
+    CatalogError
+        When the path holds something that is not a catalog.
+    """
+    if mode not in ("r", "a"):
+        raise CatalogError(f"mode must be 'r' or 'a', not {mode!r}")
+    return Catalog(path, mode=mode)

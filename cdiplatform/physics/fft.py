@@ -1,0 +1,104 @@
+"""The far-field convention of the whole platform, written down once.
+
+A complex object ``obj`` sampled on a grid of ``N`` points per axis, with its
+centre at index ``N // 2``, diffracts into
+
+    F = fftshift(fftn(ifftshift(obj), norm="ortho"))
+
+whose zero frequency also sits at index ``N // 2`` on every axis. ``norm="ortho"``
+makes the transform unitary: ``sum |F|**2 == sum |obj|**2`` (Parseval), so an
+intensity ``|F|**2`` counts the same "photons" as the object holds.
+
+The forward transform uses the kernel ``exp(-i q . r)``; a displacement field
+``u`` therefore enters the object as the Bragg phase ``phi = -G . u`` (see
+:mod:`cdiplatform.physics.bragg`).
+
+Every function transforms the *last* ``ndim`` axes, so that leading axes are
+batch axes (``(scan, y, x)`` with ``ndim=2``, ``(scan, z, y, x)`` with
+``ndim=3``). Torch tensors stay tensors (on their device); anything else is
+handled with NumPy/SciPy.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import numpy as np
+import scipy.fft
+
+try:  # torch is a hard dependency of the package, but physics stays usable without it
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None
+
+__all__ = ["far_field", "from_far_field", "diffraction_intensity", "centre_index"]
+
+ArrayT = TypeVar("ArrayT")
+
+
+def _axes(ndim: int | None, total: int) -> tuple[int, ...]:
+    if ndim is None:
+        ndim = total
+    if not 1 <= ndim <= total:
+        raise ValueError(f"ndim={ndim} does not fit an array of {total} dimensions")
+    return tuple(range(total - ndim, total))
+
+
+def _is_tensor(x) -> bool:
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def far_field(obj: ArrayT, *, ndim: int | None = None) -> ArrayT:
+    """Centred, unitary far field of a complex object.
+
+    Parameters
+    ----------
+    obj : ndarray or torch.Tensor, shape ``(..., N1, ..., Nndim)``
+        Object (complex or real), centre at ``N // 2`` on each of the last
+        ``ndim`` axes.
+    ndim : int, optional
+        Number of trailing axes to transform; all axes by default.
+
+    Returns
+    -------
+    Complex array of the same shape: the far field, zero frequency at ``N // 2``.
+    """
+    if _is_tensor(obj):
+        axes = _axes(ndim, obj.ndim)
+        return torch.fft.fftshift(
+            torch.fft.fftn(torch.fft.ifftshift(obj, dim=axes), dim=axes, norm="ortho"), dim=axes
+        )
+    obj = np.asarray(obj)
+    axes = _axes(ndim, obj.ndim)
+    return np.fft.fftshift(
+        scipy.fft.fftn(np.fft.ifftshift(obj, axes=axes), axes=axes, norm="ortho", workers=-1),
+        axes=axes,
+    )
+
+
+def from_far_field(field: ArrayT, *, ndim: int | None = None) -> ArrayT:
+    """Inverse of :func:`far_field`: the object whose centred far field is ``field``."""
+    if _is_tensor(field):
+        axes = _axes(ndim, field.ndim)
+        return torch.fft.fftshift(
+            torch.fft.ifftn(torch.fft.ifftshift(field, dim=axes), dim=axes, norm="ortho"), dim=axes
+        )
+    field = np.asarray(field)
+    axes = _axes(ndim, field.ndim)
+    return np.fft.fftshift(
+        scipy.fft.ifftn(np.fft.ifftshift(field, axes=axes), axes=axes, norm="ortho", workers=-1),
+        axes=axes,
+    )
+
+
+def diffraction_intensity(obj: ArrayT, *, ndim: int | None = None) -> ArrayT:
+    """``|far_field(obj)|**2``: the photon-like intensity a detector records (real)."""
+    field = far_field(obj, ndim=ndim)
+    if _is_tensor(field):
+        return field.real**2 + field.imag**2
+    return field.real**2 + field.imag**2
+
+
+def centre_index(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Index of the object centre and of the zero frequency: ``N // 2`` per axis."""
+    return tuple(n // 2 for n in shape)

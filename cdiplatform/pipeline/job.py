@@ -1,0 +1,257 @@
+"""Job files: TOML that names the stages, their parameters and the nodes they read and write.
+
+::
+
+    [job]
+    name = "quickstart"             # part of every run id
+    seed = 20261122                 # one random stream per scan derives from it
+    catalog = "catalogs/quickstart.zarr"   # where outputs go (--catalog overrides)
+
+    [[stage]]
+    stage = "simulate_2d"           # a registered stage
+    output = "collections/sim2d"    # node written, in the job's catalog
+    [stage.params]
+    n_scans = 2048
+
+    [[stage]]
+    stage = "pad"
+    inputs = { collection = "collections/sim2d" }   # NODE or CATALOG:NODE
+    output = "collections/sim2d_pad64"
+
+Every problem is reported as one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cdiplatform.catalog import CatalogError, check_node_path
+from cdiplatform.catalog.provenance import file_sha256
+from cdiplatform.pipeline.stage import Stage, get_stage
+
+__all__ = ["Job", "JobError", "NodeRef", "StageSpec", "load_job", "params_to_dict"]
+
+
+class JobError(ValueError):
+    """A job file that cannot run; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """A node in a catalog; ``catalog`` None means the job's output catalog."""
+
+    node: str
+    catalog: Path | None = None
+
+    def resolve(self, default: Path) -> tuple[Path, str]:
+        return (self.catalog or default), self.node
+
+    def __str__(self) -> str:
+        return f"{self.catalog}:{self.node}" if self.catalog else self.node
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One ``[[stage]]`` table, checked."""
+
+    index: int
+    stage: type[Stage]
+    params: Any
+    inputs: dict[str, NodeRef]
+    output: str
+    #: positions along ``scan`` of the inputs to read (``select = "0:64"``); all when None
+    select: tuple[int | None, int | None, int | None] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"stage[{self.index}] {self.stage.name}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A checked job file."""
+
+    path: Path
+    name: str
+    seed: int
+    catalog: Path
+    stages: list[StageSpec] = field(default_factory=list)
+    sha256: str = ""
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin in (list, tuple):
+        args = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_type_ok(v, a) for v, a in zip(value, args))
+        inner = args[0] if args else Any
+        return all(_type_ok(v, inner) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is None and hasattr(annotation, "__name__"):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def build_params(stage: type[Stage], table: dict[str, Any], *, where: str) -> Any:
+    """The stage's ``Params`` from a TOML table, every key and type checked."""
+    hints = typing.get_type_hints(stage.Params)
+    fields = {f.name: f for f in dataclasses.fields(stage.Params)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise JobError(f"{where}: unknown parameter {unknown[0]!r}; {stage.name} takes {', '.join(sorted(fields))}")
+    for name, f in fields.items():
+        no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if name not in table and no_default:
+            raise JobError(f"{where}: missing parameter {name!r} ({_type_name(hints[name])})")
+        if name in table and not _type_ok(table[name], hints[name]):
+            got = type(table[name]).__name__
+            raise JobError(f"{where}.{name}: expected {_type_name(hints[name])}, got {got} {table[name]!r}")
+    values = {k: (tuple(v) if typing.get_origin(hints[k]) is tuple else v) for k, v in table.items()}
+    try:
+        return stage.Params(**values)
+    except (TypeError, ValueError) as exc:
+        raise JobError(f"{where}: {exc}") from None
+
+
+def params_to_dict(params: Any) -> dict[str, Any]:
+    """Parameters as plain JSON-able values (tuples become lists)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()}
+
+
+def _parse_ref(text: Any, *, where: str, base: Path) -> NodeRef:
+    if not isinstance(text, str):
+        raise JobError(f"{where}: expected a node reference string, got {text!r}")
+    try:
+        if ":" in text:
+            cat, node = text.rsplit(":", 1)
+            cat_path = Path(cat)
+            return NodeRef(check_node_path(node), cat_path if cat_path.is_absolute() else base / cat_path)
+        return NodeRef(check_node_path(text))
+    except CatalogError as exc:
+        raise JobError(f"{where}: {exc}") from None
+
+
+def _parse_select(text: Any, *, where: str) -> tuple[int | None, int | None, int | None] | None:
+    if text is None:
+        return None
+    parts = str(text).split(":") if isinstance(text, str) else []
+    try:
+        if not 2 <= len(parts) <= 3:
+            raise ValueError
+        values = tuple(int(p) if p.strip() else None for p in parts) + (None,) * (3 - len(parts))
+    except ValueError:
+        raise JobError(f"{where}: expected positions along scan as \"start:stop\" or \"start:stop:step\", "
+                       f"got {text!r}") from None
+    return values
+
+
+def load_job(path: str | Path, *, root: Path | None = None) -> Job:
+    """Read and check a job file.
+
+    Parameters
+    ----------
+    path : path-like
+        The TOML file.
+    root : path, optional
+        Folder that relative catalog paths start from; the current directory by default.
+    """
+    path = Path(path)
+    base = Path.cwd() if root is None else Path(root)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise JobError(f"{path}: cannot read the job file ({exc.strerror or exc})") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise JobError(f"{path}: not valid TOML ({exc})") from None
+    unknown = sorted(set(doc) - {"job", "stage"})
+    if unknown:
+        raise JobError(f"{path}: unknown table {unknown[0]!r} (expected [job] and [[stage]])")
+    head = doc.get("job")
+    if not isinstance(head, dict):
+        raise JobError(f"{path}: missing the [job] table")
+    for key in ("name",):
+        if key not in head:
+            raise JobError(f"{path}: [job] misses the key {key!r}")
+    extra = sorted(set(head) - {"name", "seed", "catalog", "description"})
+    if extra:
+        raise JobError(f"{path}: [job] has the unknown key {extra[0]!r}")
+    name = head["name"]
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise JobError(f"{path}: job.name must be a word of letters, digits, '-' and '_', got {name!r}")
+    seed = head.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise JobError(f"{path}: job.seed must be a non-negative integer, got {seed!r}")
+    catalog = Path(head.get("catalog", f"catalogs/{name}.zarr"))
+    if not catalog.is_absolute():
+        catalog = base / catalog
+
+    tables = doc.get("stage", [])
+    if not isinstance(tables, list) or not tables:
+        raise JobError(f"{path}: the job names no [[stage]]")
+    specs = []
+    outputs: set[str] = set()
+    for i, table in enumerate(tables):
+        where = f"{path}: stage[{i}]"
+        extra = sorted(set(table) - {"stage", "params", "inputs", "output", "description", "select"})
+        if extra:
+            raise JobError(f"{where}: unknown key {extra[0]!r}")
+        if "stage" not in table:
+            raise JobError(f"{where}: missing the key 'stage'")
+        try:
+            stage = get_stage(table["stage"])
+        except KeyError as exc:
+            raise JobError(f"{where}: {exc.args[0]}") from None
+        where = f"{path}: stage[{i}] {stage.name}"
+        params = build_params(stage, table.get("params", {}), where=f"{where}: params")
+        raw_inputs = table.get("inputs", {})
+        if not isinstance(raw_inputs, dict):
+            raise JobError(f"{where}: inputs must be a table of name = \"NODE\"")
+        missing = [k for k in stage.inputs if k not in raw_inputs]
+        if missing:
+            raise JobError(f"{where}: missing input {missing[0]!r} (the stage reads {', '.join(stage.inputs)})")
+        extra = sorted(set(raw_inputs) - set(stage.inputs))
+        if extra:
+            raise JobError(f"{where}: unknown input {extra[0]!r} (the stage reads {', '.join(stage.inputs) or 'none'})")
+        inputs = {k: _parse_ref(v, where=f"{where}: inputs.{k}", base=base) for k, v in raw_inputs.items()}
+        if "output" not in table:
+            raise JobError(f"{where}: missing the key 'output'")
+        try:
+            output = check_node_path(str(table["output"]))
+        except CatalogError as exc:
+            raise JobError(f"{where}: output: {exc}") from None
+        if output in outputs:
+            raise JobError(f"{where}: output {output!r} is written by an earlier stage too")
+        outputs.add(output)
+        select = _parse_select(table.get("select"), where=f"{where}: select")
+        specs.append(StageSpec(index=i, stage=stage, params=params, inputs=inputs, output=output, select=select))
+    return Job(path=path, name=name, seed=seed, catalog=catalog, stages=specs, sha256=file_sha256(path))

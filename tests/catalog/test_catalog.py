@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from cdiplatform import open_catalog
+from cdiplatform.catalog import CatalogError, NodeNotFoundError, SchemaError, check_node_path
+from cdiplatform.catalog.provenance import history_line, software_info, stable_hash
+
+
+def small_collection(n=4, size=8, kind="simulated") -> xr.Dataset:
+    rng = np.random.default_rng(0)
+    return xr.Dataset(
+        {
+            "intensity": (("scan", "y", "x"), rng.random((n, size, size), dtype=np.float32)),
+            "amplitude": (("scan", "y", "x"), rng.random((n, size, size), dtype=np.float32)),
+        },
+        coords={
+            "scan": np.arange(n),
+            "kind": ("scan", [kind] * n),
+            "sample": ("scan", [f"s{i}" for i in range(n)]),
+            "source": ("scan", ["test"] * n),
+        },
+    )
+
+
+@pytest.fixture
+def cat(tmp_path):
+    return open_catalog(tmp_path / "c.zarr", mode="a")
+
+
+def test_new_catalog_has_the_layout_and_opens_with_plain_xarray(cat):
+    tree = xr.open_datatree(cat.path, engine="zarr", consolidated=False)
+    assert set(tree.children) == {"raw", "collections", "results", "models", "training"}
+    assert cat.nodes() == []
+
+
+def test_round_trip(cat):
+    ds = small_collection()
+    cat.write("collections/c1", ds, attrs={"grid": 8})
+    assert cat.nodes() == ["collections/c1"]
+    assert cat.nodes("result") == []
+    back = cat.open("collections/c1").load()
+    xr.testing.assert_identical(back.drop_attrs(), ds.drop_attrs())
+    plain = xr.open_zarr(cat.path, group="collections/c1", consolidated=False)
+    np.testing.assert_array_equal(plain["intensity"].values, ds["intensity"].values)
+    assert cat.attrs("collections/c1")["grid"] == 8
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda ds: ds.drop_vars("intensity"), "missing data variable 'intensity'"),
+        (lambda ds: ds.assign(intensity=ds["intensity"].astype("float64")), "must be float32"),
+        (lambda ds: ds.rename_dims({"y": "row"}), "expected ('scan', 'y', 'x')"),
+        (lambda ds: ds.drop_vars("source"), "missing per-scan coordinate 'source'"),
+        (lambda ds: ds.assign_coords(kind=("scan", ["alien"] * 4)), "'kind' holds ['alien']"),
+    ],
+)
+def test_schema_errors_name_the_node_and_write_nothing(cat, mutate, message):
+    with pytest.raises(SchemaError) as info:
+        cat.write("collections/bad", mutate(small_collection()), attrs={})
+    assert "collections/bad" in str(info.value)
+    assert message in str(info.value)
+    assert "collections/bad" not in cat
+    assert not (cat.path / "collections" / "bad").exists()
+
+
+@pytest.mark.parametrize("node", ["collection/x", "collections", "collections/a/b", "raw/x", "results/ a"])
+def test_bad_node_paths(node):
+    with pytest.raises(CatalogError):
+        check_node_path(node)
+
+
+def test_a_directory_that_is_not_a_catalog(tmp_path):
+    zarr.open_group(tmp_path / "plain.zarr", mode="w")
+    with pytest.raises(CatalogError, match="not a catalog"):
+        open_catalog(tmp_path / "plain.zarr")
+    (tmp_path / "file.zarr").write_text("hello")
+    with pytest.raises(CatalogError, match="file.zarr"):
+        open_catalog(tmp_path / "file.zarr")
+    with pytest.raises(CatalogError, match="does not exist"):
+        open_catalog(tmp_path / "missing.zarr")
+
+
+def test_missing_node_and_read_only(cat):
+    with pytest.raises(NodeNotFoundError, match="no node 'collections/none'"):
+        cat.open("collections/none")
+    ro = open_catalog(cat.path)
+    with pytest.raises(CatalogError, match="read-only"):
+        ro.write("collections/c1", small_collection(), attrs={})
+
+
+def test_query_by_per_scan_coordinate_and_attribute(cat):
+    cat.write("collections/sim", small_collection(kind="simulated"), attrs={"beamtime": ""})
+    cat.write("collections/meas", small_collection(kind="measured"), attrs={"beamtime": "2026-34idc"})
+    assert cat.query("collection", kind="measured") == ["collections/meas"]
+    assert cat.query("collection", beamtime="2026-34idc") == ["collections/meas"]
+    assert cat.query("collection", kind="measured", beamtime="other") == []
+
+
+def test_content_hash_of_a_whole_node_comes_from_its_attribute(cat):
+    cat.write("collections/c1", small_collection(), attrs={"content_hash": "abc"})
+    assert cat.content_hash("collections/c1") == "abc"
+
+
+def test_provenance_helpers():
+    info = software_info()
+    assert info["name"] == "cdiplatform" and info["version"]
+    assert "commit" in info and "dirty" in info
+    assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
+    assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+    assert history_line("did it").endswith(")") and "did it" in history_line("did it")
