@@ -333,7 +333,7 @@ def prepare_scan(
     dark_mode, dark_threshold : see :func:`correct_frames`.
     threshold : float
         Corrected counts at or below it become 0 (``<= 0`` keeps everything).
-    centring : {"max", "com"}
+    centring : {"max", "max_corrected", "com"}
         Where the cube is centred: the brightest voxel or the centre of mass.
     size : int or sequence of int, optional
         Cube size before binning; default the largest FFT-friendly size that
@@ -357,7 +357,15 @@ def prepare_scan(
     if threshold > 0:
         corrected, rec = threshold_intensity(corrected, threshold, inplace=True)
         steps.append(rec)
-    centre = find_peak(corrected, method=centring)
+    if centring == "max":
+        # the Bragg peak as the detector recorded it: the brightest measured (unmasked) voxel of
+        # the raw counts; the white field can move the corrected maximum by a pixel
+        recorded = np.where(np.broadcast_to(det_mask, corrected.shape), 0, raw.frames)
+        centre = find_peak(recorded, method="max")
+    elif centring == "max_corrected":
+        centre = find_peak(corrected, method="max")
+    else:
+        centre = find_peak(corrected, method=centring)
     steps.append({"step": "centre", "method": centring, "index": list(centre)})
     if size is None:
         step = 2 * int(np.lcm.reduce(binning))  # binned sides stay even

@@ -70,7 +70,10 @@ class Squares(Stage):
 
 
 class WhereTorchRuns(Stage):
-    """Records the process id of the worker that ran each scan; asks for a GPU worker."""
+    """Records the process id and SLURM job id (-1 outside SLURM) of the worker that ran each scan.
+
+    It is a torch stage: on a cluster with GPU workers its tasks must land there.
+    """
 
     name = "testing_where_torch_runs"
     output_kind = "result"
@@ -83,7 +86,10 @@ class WhereTorchRuns(Stage):
         chunk: int = 1
 
     def plan(self, params, inputs) -> Plan:
-        return Plan(n_scans=params.n_scans, chunk=params.chunk, variables={"pid": Var((), (), "int64")})
+        return Plan(n_scans=params.n_scans, chunk=params.chunk,
+                    variables={"pid": Var((), (), "int64"), "slurm_job_id": Var((), (), "int64")})
 
     def compute(self, params, inputs, index, rngs) -> ChunkResult:
-        return ChunkResult({"pid": np.full(len(index), os.getpid(), dtype=np.int64)})
+        job = int(os.environ.get("SLURM_JOB_ID", -1))
+        return ChunkResult({"pid": np.full(len(index), os.getpid(), dtype=np.int64),
+                            "slurm_job_id": np.full(len(index), job, dtype=np.int64)})
