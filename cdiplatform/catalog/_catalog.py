@@ -28,6 +28,9 @@ Mode = Literal["r", "a"]
 STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
 STATUS_MEANINGS = "pending ok failed"
 
+#: zarr arrays of nodes being written by this process, keyed by (catalog, node, allocation time)
+_ARRAYS: dict[tuple[str, str, int], dict[str, zarr.Array]] = {}
+
 
 def _text_to_object(ds: xr.Dataset) -> xr.Dataset:
     """Fixed-width numpy text has no stable zarr v3 dtype: store text as variable-length UTF-8."""
@@ -240,18 +243,57 @@ class Catalog:
                 encoding[name] = enc
         ds.to_zarr(self.path, group=node, mode="w-", compute=False, consolidated=False, encoding=encoding)
 
-    def write_region(self, node: str, values: xr.Dataset, *, scans: slice) -> None:
+    def write_region(self, node: str, values: xr.Dataset, *, scans: slice, last: tuple[str, ...] = ()) -> None:
         """Write whole chunks along ``scan``: ``values`` holds every scan of ``scans``.
 
         ``scans`` must start and end on chunk boundaries (or the end of the
-        array): zarr writes from several processes are only safe for whole chunks.
+        array): zarr writes from several processes are only safe for whole
+        chunks. Variables named in ``last`` are written after all the others
+        (a completion marker such as ``done``).
         """
         self._writable()
-        node = self._require(node)
-        keep = [n for n, v in values.variables.items() if v.dims and v.dims[0] == "scan" and n not in values.coords]
-        ds = _text_to_object(values[keep]).drop_vars([c for c in values.coords], errors="ignore")
-        ds.attrs = {}
-        ds.to_zarr(self.path, group=node, region={"scan": scans}, mode="r+", consolidated=False)
+        node = check_node_path(node)
+        arrays = self._region_arrays(node)
+        n = arrays["scan"].shape[0]
+        start, stop, step = scans.indices(n)
+        if step != 1:
+            raise CatalogError(f"{self.path}:{node}: region {scans} must be contiguous")
+        names = [v for v in values.data_vars if v not in last] + [v for v in last if v in values.data_vars]
+        for name in names:
+            var = values[name]
+            if not var.dims or var.dims[0] != "scan":
+                raise CatalogError(f"{self.path}:{node}: {name!r} is not per scan; only per-scan data is written")
+            if name not in arrays:
+                raise CatalogError(f"{self.path}:{node}: no variable {name!r} was allocated")
+            arr = arrays[name]
+            chunk = arr.chunks[0]
+            if start % chunk or (stop % chunk and stop != n):
+                raise CatalogError(
+                    f"{self.path}:{node}: region {start}:{stop} of {name!r} is not aligned to its chunks of "
+                    f"{chunk} scans; unaligned writes from several workers lose data"
+                )
+            data = np.asarray(var.values)
+            if data.dtype.kind == "U":
+                data = data.astype(object)
+            # zarr directly: the allocation fixed names, dtypes and encodings, and xarray's to_zarr
+            # would re-read and re-check them on every task
+            arr[start:stop] = data
+
+    def _region_arrays(self, node: str) -> dict[str, zarr.Array]:
+        """The node's arrays, cached per process for as long as the node is not allocated anew."""
+        try:
+            token = (self.path / node / "zarr.json").stat().st_mtime_ns
+        except FileNotFoundError:
+            raise NodeNotFoundError(f"{self.path}: no node {node!r}") from None
+        key = (str(self.path.resolve()), node, token)
+        arrays = _ARRAYS.get(key)
+        if arrays is None:
+            group = zarr.open_group(self.path, path=node, mode="r+", zarr_format=3)
+            arrays = dict(group.arrays())
+            if len(_ARRAYS) > 64:
+                _ARRAYS.clear()
+            _ARRAYS[key] = arrays
+        return arrays
 
     def update_attrs(self, node: str, attrs: Mapping[str, Any]) -> None:
         """Merge ``attrs`` into a node's attributes. Only the run's driver calls this."""

@@ -159,8 +159,7 @@ def run_chunk(task: ChunkTask) -> ChunkOutcome:
     chunk = _assemble(task, pending, values, failed, seconds)
     cat = open_catalog(task.output[0], mode="a")
     region = slice(task.start, task.stop)
-    cat.write_region(task.output[1], chunk.drop_vars("done"), scans=region)
-    cat.write_region(task.output[1], chunk[["done"]], scans=region)
+    cat.write_region(task.output[1], chunk, scans=region, last=("done",))
     out.failed = {int(pending[p]): r for p, r in failed.items()}
     out.ok = [int(s) for p, s in enumerate(pending) if p not in failed]
     out.seconds = time.perf_counter() - t0

@@ -83,6 +83,7 @@ def _open_inputs(job: Job, spec: StageSpec, catalog: Path) -> tuple[dict[str, xr
                 refs[name] = (str(cat_path.resolve()), members, None)
                 continue
             lazy[name] = cat.open(node)
+            lazy[name].attrs["node"] = f"{cat_path}:{node}"
             if spec.select is not None:
                 lazy[name] = lazy[name].isel(scan=slice(*spec.select))
                 if lazy[name].sizes["scan"] == 0:
