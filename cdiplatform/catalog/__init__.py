@@ -16,6 +16,7 @@ from cdiplatform.catalog._catalog import (
 )
 from cdiplatform.catalog._errors import CatalogError, NodeNotFoundError, SchemaError
 from cdiplatform.catalog.layout import NodeKind, check_node_path, node_kind
+from cdiplatform.catalog.models import load_model_arrays, read_model, write_model
 
 __all__ = [
     "STATUS_FAILED",
@@ -28,7 +29,10 @@ __all__ = [
     "NodeNotFoundError",
     "SchemaError",
     "check_node_path",
+    "load_model_arrays",
     "node_kind",
     "open_catalog",
     "parse_node_ref",
+    "read_model",
+    "write_model",
 ]

@@ -138,6 +138,14 @@ class Catalog:
 
     __getitem__ = open
 
+    def array(self, node: str, name: str) -> zarr.Array:
+        """A variable of a node as a read-only zarr array (for streaming blocks, e.g. to a DataLoader)."""
+        node = self._require(node)
+        try:
+            return zarr.open_array(self.path, path=f"{node}/{name}", mode="r", zarr_format=3)
+        except (KeyError, FileNotFoundError):
+            raise NodeNotFoundError(f"{self.path}:{node} has no variable {name!r}") from None
+
     def attrs(self, node: str) -> dict[str, Any]:
         """The node's attributes (provenance among them), without opening its arrays."""
         node = self._require(node)

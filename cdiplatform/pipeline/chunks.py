@@ -36,6 +36,7 @@ class ChunkTask:
     pending: tuple[int, ...]  # global scan positions
     seed: int
     stream: int  # separates the random streams of the stages of one job
+    source: tuple[int, ...] | None = None  # input positions of the pending scans, when not the same
 
 
 @dataclass
@@ -128,9 +129,14 @@ def run_chunk(task: ChunkTask) -> ChunkOutcome:
         if select is not None:
             opened[name] = opened[name].isel(scan=slice(*select))
 
+    source = dict(zip(task.pending, task.source)) if task.source is not None else None
+
     def load(index: np.ndarray) -> dict[str, Any]:
-        # a node set (raw scans of a beamtime) gives a list of datasets, one per scan
-        return {name: [ds[i].load() for i in index] if isinstance(ds, list) else ds.isel(scan=index).load()
+        # output scan i reads input scan source[i]; a node set (raw scans of a beamtime) gives a list of
+        # datasets, one per scan; an input without a scan dimension (a model) is given whole
+        where = np.array([source[int(i)] for i in index]) if source is not None else index
+        return {name: [ds[i].load() for i in where] if isinstance(ds, list)
+                else ds.isel(scan=where).load() if "scan" in ds.dims else ds
                 for name, ds in opened.items()}
 
     values: dict[str, np.ndarray] = {}

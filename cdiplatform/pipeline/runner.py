@@ -28,7 +28,8 @@ from cdiplatform.catalog import STATUS_FAILED, STATUS_OK, CatalogError, open_cat
 from cdiplatform.catalog.provenance import history_line, now, software_info, stable_hash
 from cdiplatform.pipeline.chunks import ChunkOutcome, ChunkTask, run_chunk, stream_key
 from cdiplatform.pipeline.job import Job, JobError, StageSpec, params_to_dict
-from cdiplatform.pipeline.stage import Plan
+from cdiplatform.pipeline.stage import Plan, TaskStage
+from cdiplatform.pipeline.tasks import SingleTask, run_single
 from cdiplatform.pipeline.template import build_template
 
 __all__ = ["StageReport", "run_job", "plan_job"]
@@ -123,16 +124,25 @@ def expand_node_set(cat, node: str) -> list[str]:
 def _prepare(job: Job, spec: StageSpec, catalog: Path, *, new_run: bool, dry: bool) -> _Prepared:
     lazy, refs, hashes = _open_inputs(job, spec, catalog)
     stage = spec.stage()
+    single = isinstance(stage, TaskStage)
     try:
         stage.validate(spec.params, lazy)
-        plan = stage.plan(spec.params, lazy)
-    except ValueError as exc:
+        plan = Plan(n_scans=1, chunk=1, variables={}) if single else stage.plan(spec.params, lazy)
+    except (ValueError, CatalogError) as exc:
         raise JobError(f"{job.path}: {spec.label}: {exc}") from None
+    if spec.stage.output_kind == "result" and "scan" not in plan.coords:
+        # results keep the scan ids of the collection they read, so that methods join on scan
+        source = next((ds for ds in lazy.values() if isinstance(ds, xr.Dataset) and "scan" in ds.dims), None)
+        if source is not None:
+            ids = source["scan"].values
+            ids = ids[plan.input_index] if plan.input_index is not None else ids
+            if len(ids) == plan.n_scans:
+                plan = dataclasses.replace(plan, coords={"scan": ids, **plan.coords})
     params = params_to_dict(spec.params)
     identity = {name: h["identity"] for name, h in hashes.items()}
     run_hash = stable_hash(
         {"stage": spec.stage.name, "params": params, "seed": job.seed, "inputs": identity, "output": spec.output,
-         "n_scans": plan.n_scans, "chunk": plan.chunk}
+         "n_scans": plan.n_scans, "chunk": plan.chunk, "model": plan.attrs.get("model")}
     )
     run_id = f"{job.name}-{spec.index}-{spec.stage.name}-{run_hash[:10]}"
     exists = catalog.exists() and spec.output in open_catalog(catalog)
@@ -150,6 +160,8 @@ def _prepare(job: Job, spec: StageSpec, catalog: Path, *, new_run: bool, dry: bo
             if not dry:
                 open_catalog(catalog, mode="a").remove(spec.output)
             exists = False
+        elif single:
+            pending = np.array([not stored.get("complete", False)])
         else:
             ds = cat.open(spec.output)
             done = ds["done"].values
@@ -265,6 +277,11 @@ def run_job(
             reports.append(report)
             continue
         started = now()
+        if issubclass(spec.stage, TaskStage):
+            reports.append(_run_task_stage(job, prep, report, client=client, catalog=catalog, started=started,
+                                           cluster_label=cluster_label, on_stage_start=on_stage_start,
+                                           on_progress=on_progress, on_stage_end=on_stage_end))
+            continue
         if not prep.exists:
             attrs = dict(prep.plan.attrs)
             attrs["provenance"] = _provenance(job, prep, cluster=cluster_label, started=started)
@@ -284,14 +301,16 @@ def run_job(
         resources = task_resources(client, spec.stage.uses_torch)
         stream = stream_key(f"{spec.index}:{spec.stage.name}")
         futures = []
+        task_plan = dataclasses.replace(prep.plan, input_index=None)  # each task carries its own part
         for start, stop in _chunk_bounds(prep.plan):
             todo = np.flatnonzero(prep.pending[start:stop]) + start
             if len(todo) == 0:
                 continue
+            source = None if prep.plan.input_index is None else tuple(int(i) for i in prep.plan.input_index[todo])
             task = ChunkTask(
-                stage=spec.stage, params=spec.params, plan=prep.plan, inputs=prep.inputs,
+                stage=spec.stage, params=spec.params, plan=task_plan, inputs=prep.inputs,
                 output=(str(catalog), spec.output), start=start, stop=stop,
-                pending=tuple(int(s) for s in todo), seed=job.seed, stream=stream,
+                pending=tuple(int(s) for s in todo), seed=job.seed, stream=stream, source=source,
             )
             futures.append(client.submit(run_chunk, task, key=f"{prep.run_id}-{start}", resources=resources,
                                          pure=False))
@@ -330,6 +349,40 @@ def run_job(
             on_stage_end(report)
         reports.append(report)
     return reports
+
+
+def _run_task_stage(job: Job, prep: _Prepared, report: StageReport, *, client, catalog: Path, started: str,
+                    cluster_label: str, on_stage_start, on_progress, on_stage_end) -> StageReport:
+    """One task that writes its node itself, checkpointing as it goes (see :mod:`.tasks`)."""
+    from cdiplatform.pipeline.cluster import task_resources
+
+    spec = prep.spec
+    attrs = {
+        "provenance": _provenance(job, prep, cluster=cluster_label, started=started),
+        "run": {"id": prep.run_id, "hash": prep.run_hash, "complete": False},
+    }
+    task = SingleTask(stage=spec.stage, params=spec.params, inputs=prep.inputs,
+                      output=(str(catalog), spec.output), attrs=attrs, resume=prep.exists)
+    if on_stage_start:
+        on_stage_start(report, 1)
+    t0 = time.perf_counter()
+    fut = client.submit(run_single, task, key=f"{prep.run_id}-task", pure=False,
+                        resources=task_resources(client, spec.stage.uses_torch))
+    try:
+        summary = fut.result()
+    except Exception as exc:  # a worker lost, say: the checkpoints stay for a resume
+        summary = {"failed": f"{type(exc).__name__}: {exc}"}
+    report.seconds = time.perf_counter() - t0
+    report.computed = 1
+    if "failed" in summary:
+        report.failed[0] = summary["failed"]
+    else:
+        report.ok = 1
+    if on_progress:
+        on_progress(report, 1)
+    if on_stage_end:
+        on_stage_end(report)
+    return report
 
 
 def stage_report_rows(reports: list[StageReport]) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import xarray as xr
 
-__all__ = ["ChunkResult", "Plan", "Stage", "Var", "get_stage", "register", "registered_stages"]
+__all__ = ["ChunkResult", "Plan", "Stage", "TaskStage", "Var", "get_stage", "register", "registered_stages"]
 
 OutputKind = Literal["collection", "result", "training"]
 
@@ -83,6 +83,9 @@ class Plan:
         ``n_scans`` on ``scan``, grid ones as ``(dim, values)`` tuples.
     attrs : dict
         Attributes of the output node (for example the grid or the method).
+    input_index : ndarray of int, optional
+        For each output scan, the position of the input scan it reads (a
+        shuffle, a selection); output scan ``i`` reads input ``i`` by default.
     """
 
     n_scans: int
@@ -90,6 +93,7 @@ class Plan:
     variables: dict[str, Var]
     coords: dict[str, Any] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
+    input_index: np.ndarray | None = None
 
 
 @dataclass
@@ -149,6 +153,23 @@ class Stage:
     @classmethod
     def param_fields(cls) -> dict[str, dataclasses.Field]:
         return {f.name: f for f in dataclasses.fields(cls.Params)}
+
+
+class TaskStage(Stage):
+    """A stage that runs as one task and writes a whole node itself (a training).
+
+    Instead of :meth:`plan` and :meth:`compute` it implements :meth:`run`,
+    which receives a ``writer`` (:class:`cdiplatform.pipeline.tasks.NodeWriter`)
+    to save checkpoints into its output node atomically, and the arrays of the
+    last checkpoint when a killed run is resumed.
+    """
+
+    output_kind: ClassVar[str] = "model"
+
+    def run(self, params: Any, inputs: dict[str, xr.Dataset], writer: Any,
+            resume: dict[str, np.ndarray] | None) -> dict[str, Any]:
+        """Do the work; return a small summary (shown and kept in the node's attributes)."""
+        raise NotImplementedError
 
 
 _REGISTRY: dict[str, type[Stage]] = {}

@@ -1,0 +1,151 @@
+"""Stage ``infer``: batched NN inference over a scan collection (DRAFT by the nn engineer).
+
+Reads ``intensity`` of the input collection, refuses scans whose grid,
+signal or oversampling do not fit the model (recorded as failed, with the
+reason), and writes ``amplitude`` (normalized, max 1), ``phase`` (radians)
+and ``support`` on the collection's grid.
+
+The model is named by the ``model`` parameter (``CATALOG:models/<id>``);
+reading it from the catalog is :func:`load_model_node`'s job (to be written
+by the catalog side); it must return ``(weights, config, weights_hash)``
+with ``weights`` a ``dict[str, ndarray]`` and ``config`` the model config dict.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage, Var, register
+
+GRID_DIMS = {2: ("y", "x"), 3: ("z", "y", "x")}
+
+
+def load_model_node(ref: str) -> tuple[dict[str, np.ndarray], dict[str, Any], str | None]:
+    """``(weights, config, weights_hash)`` of the model node ``ref``; provided by the catalog side."""
+    from cdiplatform import catalog
+
+    loader = getattr(catalog, "load_model_arrays", None)
+    if loader is None:
+        raise NotImplementedError(
+            "cdiplatform.catalog.load_model_arrays(ref) -> (weights, config, hash) is not written yet"
+        )
+    return loader(ref)
+
+
+def model_record(ref: str) -> dict[str, Any]:
+    """Node, weights hash and architecture of the model ``ref``: its identity in provenance and run ids."""
+    from cdiplatform.catalog import CatalogError, open_catalog, parse_node_ref
+
+    path, node = parse_node_ref(ref)
+    attrs = open_catalog(path).attrs(node)
+    if "weights_hash" not in attrs or not attrs.get("run", {}).get("complete", True):
+        raise CatalogError(f"{ref} is not a finished model (no weights hash, or its training is incomplete)")
+    return {"node": f"{Path(path).resolve()}:{node}", "weights_hash": attrs["weights_hash"],
+            "architecture": attrs.get("architecture")}
+
+
+@functools.lru_cache(maxsize=2)
+def _model(ref: str, device: str):
+    """The loaded network, cached per worker process (one load per model and device)."""
+    from cdiplatform.nn import load_model
+
+    weights, config, digest = load_model_node(ref)
+    return load_model(weights, config, expected_hash=digest, device=device)
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@register
+class Infer(Stage):
+    name = "infer"
+    inputs = ("collection",)
+    output_kind = "result"
+    uses_torch = True
+    method = "nn"
+
+    @dataclass(frozen=True)
+    class Params:
+        #: model node, ``CATALOG:models/<id>``
+        model: str = "catalogs/examples.zarr:models/cdi_nn_2d"
+        #: scans per task (and per zarr chunk of the result)
+        chunk: int = 256
+        #: scans per forward pass
+        batch_size: int = 64
+        #: ``auto`` (cuda if available), ``cpu`` or ``cuda``
+        device: str = "auto"
+        #: normalized amplitude above which a voxel is in the support
+        support_threshold: float = 0.1
+
+    def validate(self, params: Any, inputs: dict[str, xr.Dataset]) -> None:
+        ds = inputs["collection"]
+        if "intensity" not in ds:
+            raise ValueError("infer: the input collection has no 'intensity' variable")
+        ndim = ds["intensity"].ndim - 1
+        if ndim not in GRID_DIMS or ds["intensity"].dims != ("scan", *GRID_DIMS[ndim]):
+            raise ValueError(f"infer: intensity dims {ds['intensity'].dims} are not (scan, [z,] y, x)")
+        if params.chunk < 1 or params.batch_size < 1:
+            raise ValueError("infer: chunk and batch_size must be >= 1")
+        if not 0 <= params.support_threshold < 1:
+            raise ValueError(f"infer: support_threshold must be in [0, 1), got {params.support_threshold}")
+        model_record(params.model)  # the model node must exist and be a finished model
+
+    def plan(self, params: Any, inputs: dict[str, xr.Dataset]) -> Plan:
+        intensity = inputs["collection"]["intensity"]
+        dims, shape = intensity.dims[1:], intensity.shape[1:]
+        grid_coords = {
+            d: (d, np.asarray(inputs["collection"][d].values))
+            for d in dims
+            if d in inputs["collection"].coords
+        }
+        return Plan(
+            n_scans=intensity.shape[0],
+            chunk=params.chunk,
+            variables={
+                "amplitude": Var(
+                    dims, shape, "float32", {"long_name": "NN amplitude, normalized to max 1", "units": "1"}
+                ),
+                "phase": Var(dims, shape, "float32", {"long_name": "NN phase", "units": "rad"}),
+                "support": Var(
+                    dims,
+                    shape,
+                    "uint8",
+                    {"long_name": f"amplitude > {params.support_threshold}", "units": "1"},
+                ),
+            },
+            coords=grid_coords,
+            attrs={"method": self.method, "model": model_record(params.model)},
+        )
+
+    def compute(
+        self, params: Any, inputs: dict[str, xr.Dataset], index: np.ndarray, rngs: list[np.random.Generator]
+    ) -> ChunkResult:
+        from cdiplatform.nn import make_inputs, predict, screen_scans
+
+        ds = inputs["collection"]
+        intensity = np.asarray(ds["intensity"].values)
+        n, grid = intensity.shape[0], intensity.shape[1:]
+        model = _model(params.model, _device(params.device))
+        oversampling = (
+            ds["oversampling"].values if "oversampling" in ds.coords or "oversampling" in ds else None
+        )
+        failed = screen_scans(model.config, intensity, oversampling=oversampling)
+        ok = np.array([i for i in range(n) if i not in failed], dtype=np.int64)
+        amplitude = np.full((n, *grid), np.nan, dtype=np.float32)
+        phase = np.full((n, *grid), np.nan, dtype=np.float32)
+        if len(ok):
+            amp, ph = predict(model, make_inputs(intensity[ok], ndim=len(grid)), batch_size=params.batch_size)
+            amplitude[ok], phase[ok] = amp, ph
+        support = (np.nan_to_num(amplitude) > params.support_threshold).astype(np.uint8)
+        return ChunkResult(values={"amplitude": amplitude, "phase": phase, "support": support}, failed=failed)

@@ -1,0 +1,55 @@
+"""The ``infer`` stage on a model node of a real catalog (no cluster: compute called directly)."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from cdiplatform.nn import ModelConfig, build_model, state_to_arrays, weights_hash
+from cdiplatform.pipeline.stage import get_stage
+from cdiplatform.pipeline.stages import infer as infer_module
+
+
+@pytest.fixture
+def model_node(tmp_path):
+    """A tiny 2D model written to a real catalog, as the train stage writes it."""
+    from cdiplatform.catalog import open_catalog, write_model
+
+    config = ModelConfig(arch="cdi_nn_2d", ndim=2, size=32, widths=(4, 8), oversampling=(1.8, 2.6))
+    weights = state_to_arrays(build_model(config, seed=0))
+    catalog = open_catalog(tmp_path / "c.zarr", mode="a")
+    attrs = {
+        "config": config.to_dict(),
+        "architecture": config.architecture(),
+        "weights_hash": weights_hash(weights),
+    }
+    write_model(catalog, "models/tiny", {f"model/{k}": v for k, v in weights.items()}, attrs=attrs)
+    infer_module._model.cache_clear()
+    yield f"{tmp_path / 'c.zarr'}:models/tiny"
+    infer_module._model.cache_clear()
+
+
+def test_infer_stage_predicts_and_flags_scans(objects, model_node):
+    _, _, fit = objects(3, size=32, ndim=2, rng=np.random.default_rng(0), extent=0.45)
+    _, _, small = objects(1, size=32, ndim=2, rng=np.random.default_rng(1), extent=0.2)
+    intensity = np.concatenate([fit, small, np.zeros((1, 32, 32), np.float32)])
+    ds = xr.Dataset({"intensity": (("scan", "y", "x"), intensity)}, coords={"scan": np.arange(5)})
+    stage = get_stage("infer")()
+    params = stage.Params(model=model_node, chunk=4, batch_size=2, device="cpu")
+    stage.validate(params, {"collection": ds})
+    plan = stage.plan(params, {"collection": ds})
+    assert plan.n_scans == 5 and plan.variables["phase"].shape == (32, 32)
+    result = stage.compute(
+        params, {"collection": ds}, np.arange(5), [np.random.default_rng(i) for i in range(5)]
+    )
+    assert set(result.failed) == {3, 4}
+    assert "oversampling" in result.failed[3] and "no positive" in result.failed[4]
+    for name, var in plan.variables.items():
+        assert result.values[name].shape == (5, *var.shape) and result.values[name].dtype == var.dtype
+    assert np.isfinite(result.values["amplitude"][:3]).all() and np.isnan(result.values["phase"][3:]).all()
+
+
+def test_infer_stage_refuses_bad_dims():
+    stage = get_stage("infer")()
+    ds = xr.Dataset({"intensity": (("scan", "a", "b"), np.ones((1, 4, 4)))})
+    with pytest.raises(ValueError, match="dims"):
+        stage.validate(stage.Params(), {"collection": ds})
