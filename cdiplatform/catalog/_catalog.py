@@ -367,6 +367,16 @@ class Catalog:
             raise CatalogError(f"{path!r} is not in the catalog layout")
         self._root.require_group(path.strip("/")).attrs.update(dict(attrs))
 
+    def copy_from(self, source: Catalog, node: str, *, overwrite: bool = False) -> None:
+        """Copy a whole node (data, coordinates, attributes, provenance) from another catalog."""
+        ds = source.open(node).load()
+        attrs = source.attrs(node)
+        for var in ds.variables.values():
+            var.encoding = {}
+        attrs["history"] = (attrs.get("history", "") + "\n" if attrs.get("history") else "") + (
+            f"copied from {source.path}:{node}")
+        self.write(node, ds, attrs=attrs, overwrite=overwrite)
+
     def remove(self, node: str) -> None:
         """Delete a node and everything below it."""
         self._writable()

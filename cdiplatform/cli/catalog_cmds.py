@@ -15,7 +15,7 @@ from cdiplatform.catalog import CatalogError, open_catalog
 
 catalog_app = typer.Typer(help="Look into a catalog.", no_args_is_help=True)
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _open(path: Path):
@@ -32,7 +32,7 @@ def ls(path: Annotated[Path, typer.Argument(help="catalog (.zarr)")]) -> None:
     cat = _open(path)
     table = Table(title=str(path))
     for col in ("node", "dims", "scans", "ok", "failed", "run / id"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for node in cat.nodes():
         ds = cat.open(node)
         dims = ", ".join(f"{k}={v}" for k, v in ds.sizes.items())
@@ -83,3 +83,21 @@ def show(
         else:
             n = int(np.sum(ds["status"].values == 1))
             out.print(f"{n} of {ds.sizes['scan']} scans ok, none failed")
+
+
+@catalog_app.command("copy")
+def copy(
+    source: Annotated[str, typer.Argument(help="CATALOG:NODE to copy")],
+    target: Annotated[Path, typer.Argument(help="catalog to copy it into (created when missing)")],
+    overwrite: Annotated[bool, typer.Option(help="replace the node if the target has it")] = False,
+) -> None:
+    """Copy a node, with its provenance, into another catalog (a trained model into examples.zarr, say)."""
+    from cdiplatform.catalog import parse_node_ref
+
+    try:
+        path, node = parse_node_ref(source)
+        open_catalog(target, mode="a").copy_from(open_catalog(path), node, overwrite=overwrite)
+    except CatalogError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2)
+    out.print(f"copied {source} into {target}")

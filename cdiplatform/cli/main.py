@@ -28,7 +28,7 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(ingest_app, name="ingest")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -41,7 +41,7 @@ def _dry_run(job, catalog: Optional[Path]) -> None:
 
     table = Table(title=f"dry run of {job.name} into {catalog or job.catalog}")
     for col in ("stage", "output", "scans", "chunks", "done", "to compute", "state"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in plan_job(job, catalog=catalog):
         table.add_row(r.label, r.node, str(r.n_scans or "?"), str(r.chunks or "?"), str(r.done),
                       str(r.pending if r.n_scans else "?"), r.state)
@@ -51,7 +51,7 @@ def _dry_run(job, catalog: Optional[Path]) -> None:
 def _summary(reports) -> Table:
     table = Table(title="summary")
     for col in ("stage", "output", "scans", "computed", "ok", "failed", "seconds", "state"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in reports:
         table.add_row(r.label, r.node, str(r.n_scans), str(r.computed), str(r.ok),
                       f"[red]{len(r.failed)}[/]" if r.failed else "0", f"{r.seconds:.1f}", r.state)

@@ -1,0 +1,105 @@
+"""The ``cdip`` command: one-line errors, non-zero exits, catalogs left as they were."""
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from typer.testing import CliRunner
+
+from cdiplatform import open_catalog
+from cdiplatform.cli import app
+
+runner = CliRunner()
+
+JOB = """
+[job]
+name = "cli"
+seed = 1
+
+[[stage]]
+stage = "simulate_2d"
+output = "collections/c"
+[stage.params]
+n_scans = 16
+chunk = 8
+
+[[stage]]
+stage = "pad"
+inputs = { collection = "collections/c" }
+output = "collections/p"
+"""
+
+
+def snapshot(path):
+    return sorted((p.relative_to(path), p.stat().st_mtime_ns) for p in path.rglob("*"))
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    path = tmp_path / "c.zarr"
+    cat = open_catalog(path, mode="a")
+    ds = xr.Dataset({"intensity": (("scan", "y", "x"), np.ones((2, 4, 4), np.float32))},
+                    coords={"scan": [0, 1], "kind": ("scan", ["measured"] * 2),
+                            "sample": ("scan", ["a", "b"]), "source": ("scan", ["t", "t"])})
+    cat.write("collections/existing", ds, attrs={})
+    return path
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ('stage = "pad"', 'stage = "padd"', "unknown stage 'padd'"),
+        ("n_scans = 16", 'n_scans = "16"', "params.n_scans: expected int"),
+        ('output = "collections/p"', "", "missing the key 'output'"),
+        ('inputs = { collection = "collections/c" }', 'inputs = { collection = "collections/nope" }',
+         "no node 'collections/nope'"),
+    ],
+)
+def test_bad_jobs_fail_with_one_line_and_leave_the_catalog(tmp_path, catalog, old, new, message):
+    job = tmp_path / "job.toml"
+    text = JOB.replace(old, new)
+    if "nope" in new:  # the first stage is fine; its output exists already only for this case
+        text = text.replace('[[stage]]\nstage = "simulate_2d"\noutput = "collections/c"\n[stage.params]\n'
+                            'n_scans = 16\nchunk = 8\n', "")
+    job.write_text(text)
+    before = snapshot(catalog)
+    result = runner.invoke(app, ["run", str(job), "--catalog", str(catalog)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert message in result.output.replace("\n", "")
+    assert snapshot(catalog) == before
+
+
+def test_not_a_catalog(tmp_path):
+    zarr.open_group(tmp_path / "plain.zarr", mode="w")
+    for args in (["catalog", "ls", str(tmp_path / "plain.zarr")],
+                 ["catalog", "show", str(tmp_path / "plain.zarr"), "collections/x"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "not a catalog" in result.output
+
+
+def test_ls_and_show(catalog):
+    result = runner.invoke(app, ["catalog", "ls", str(catalog)])
+    assert result.exit_code == 0 and "collections/existing" in result.output
+    result = runner.invoke(app, ["catalog", "show", str(catalog), "collections/missing"])
+    assert result.exit_code == 2 and "no node 'collections/missing'" in result.output
+    result = runner.invoke(app, ["catalog", "show", str(catalog), "collections/existing"])
+    assert result.exit_code == 0 and "intensity" in result.output
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text(JOB)
+    target = tmp_path / "new.zarr"
+    result = runner.invoke(app, ["run", str(job), "--catalog", str(target), "--dry-run"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "simulate_2d" in result.output and "waiting for collections/c" in result.output
+    assert not target.exists()
+
+
+def test_stages_lists_the_stages():
+    result = runner.invoke(app, ["stages"])
+    assert result.exit_code == 0
+    for name in ("simulate_2d", "pad", "prepare", "network_input", "assemble_training", "train", "infer"):
+        assert name in result.output
