@@ -68,9 +68,11 @@ def raw_scan_dataset(raw: Any, *, beamtime: str) -> xr.Dataset:
     """
     n = raw.n_frames
     data: dict[str, Any] = {"frames": (("frame", "det_y", "det_x"), raw.frames, {"units": "counts"})}
-    for label, values in raw.columns.items():
-        safe = re.sub(r"[^0-9A-Za-z_]+", "_", label).strip("_") or "column"
-        data[f"spec_{safe}"] = (("frame",), np.asarray(values), {"spec_label": label})
+    labels = list(raw.columns)
+    if labels:
+        table = np.stack([np.asarray(raw.columns[k], dtype=np.float64) for k in labels], axis=1)
+        data["spec"] = (("frame", "spec_column"), table,
+                        {"long_name": "SPEC data columns per rocking point (#L labels on spec_column)"})
     if raw.dark is not None:
         data["dark"] = (("det_y", "det_x"), raw.dark.astype(np.float32), {"long_name": "dark field, cropped"})
     if raw.flat is not None:
@@ -80,6 +82,8 @@ def raw_scan_dataset(raw: Any, *, beamtime: str) -> xr.Dataset:
         "rocking_angle": ("frame", np.asarray(raw.rocking_angles, dtype=np.float64),
                           {"units": "degree", "motor": raw.rocking_motor}),
     }
+    if labels:
+        coords["spec_column"] = ("spec_column", np.asarray(labels, dtype=object))
     meta = raw.metadata()
     attrs = {"beamtime": beamtime, "kind": "measured", **{k: v for k, v in meta.items() if k != "motors"},
              "motors": meta.get("motors", {})}
@@ -239,7 +243,8 @@ def raw_scan_from_dataset(ds: xr.Dataset) -> Any:
     from cdiplatform.ingest import Detector, RawScan, Region
 
     a = ds.attrs
-    columns = {ds[v].attrs.get("spec_label", v): ds[v].values for v in ds.data_vars if v.startswith("spec_")}
+    columns = ({str(k): ds["spec"].values[:, i] for i, k in enumerate(ds["spec_column"].values)}
+               if "spec" in ds else {})
     detector = Detector(name=a.get("detector", "unknown"), pixel_size=tuple(a.get("pixel_size_m", (55e-6, 55e-6))),
                         sensor_shape=tuple(a.get("sensor_shape", ds["frames"].shape[1:])),
                         orientation=tuple(a.get("detector_orientation", ("y-", "x+"))))
