@@ -48,6 +48,19 @@ def _is_tensor(x) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def _centred(x, ndim: int | None, *, inverse: bool):
+    """``fftshift(T(ifftshift(x)))`` over the last ``ndim`` axes, T the unitary (inverse) FFT."""
+    if _is_tensor(x):
+        axes = _axes(ndim, x.ndim)
+        transform = torch.fft.ifftn if inverse else torch.fft.fftn
+        return torch.fft.fftshift(transform(torch.fft.ifftshift(x, dim=axes), dim=axes, norm="ortho"), dim=axes)
+    x = np.asarray(x)
+    axes = _axes(ndim, x.ndim)
+    transform = scipy.fft.ifftn if inverse else scipy.fft.fftn
+    return np.fft.fftshift(transform(np.fft.ifftshift(x, axes=axes), axes=axes, norm="ortho", workers=-1),
+                           axes=axes)
+
+
 def far_field(obj: ArrayT, *, ndim: int | None = None) -> ArrayT:
     """Centred, unitary far field of a complex object.
 
@@ -63,39 +76,17 @@ def far_field(obj: ArrayT, *, ndim: int | None = None) -> ArrayT:
     -------
     Complex array of the same shape: the far field, zero frequency at ``N // 2``.
     """
-    if _is_tensor(obj):
-        axes = _axes(ndim, obj.ndim)
-        return torch.fft.fftshift(
-            torch.fft.fftn(torch.fft.ifftshift(obj, dim=axes), dim=axes, norm="ortho"), dim=axes
-        )
-    obj = np.asarray(obj)
-    axes = _axes(ndim, obj.ndim)
-    return np.fft.fftshift(
-        scipy.fft.fftn(np.fft.ifftshift(obj, axes=axes), axes=axes, norm="ortho", workers=-1),
-        axes=axes,
-    )
+    return _centred(obj, ndim, inverse=False)
 
 
 def from_far_field(field: ArrayT, *, ndim: int | None = None) -> ArrayT:
     """Inverse of :func:`far_field`: the object whose centred far field is ``field``."""
-    if _is_tensor(field):
-        axes = _axes(ndim, field.ndim)
-        return torch.fft.fftshift(
-            torch.fft.ifftn(torch.fft.ifftshift(field, dim=axes), dim=axes, norm="ortho"), dim=axes
-        )
-    field = np.asarray(field)
-    axes = _axes(ndim, field.ndim)
-    return np.fft.fftshift(
-        scipy.fft.ifftn(np.fft.ifftshift(field, axes=axes), axes=axes, norm="ortho", workers=-1),
-        axes=axes,
-    )
+    return _centred(field, ndim, inverse=True)
 
 
 def diffraction_intensity(obj: ArrayT, *, ndim: int | None = None) -> ArrayT:
     """``|far_field(obj)|**2``: the photon-like intensity a detector records (real)."""
     field = far_field(obj, ndim=ndim)
-    if _is_tensor(field):
-        return field.real**2 + field.imag**2
     return field.real**2 + field.imag**2
 
 
