@@ -12,6 +12,25 @@ from cdiplatform.simulate.objects2d import (
     zero_pad,
 )
 
-# 3D gold crystals (LAMMPS): the lead exports the public API of cdiplatform.simulate.gold here.
+from cdiplatform.simulate.gold import (
+    LammpsError,
+    bulk_gold,
+    random_crystal,
+    relax_crystal,
+    simulate_gold_pair,
+    voxelize_crystal,
+)
 
-__all__ = ["Convex2DRecipe", "object_intensity", "random_objects_2d", "simulate_2d", "zero_pad"]
+__all__ = [
+    "Convex2DRecipe",
+    "LammpsError",
+    "bulk_gold",
+    "object_intensity",
+    "random_crystal",
+    "random_objects_2d",
+    "relax_crystal",
+    "simulate_2d",
+    "simulate_gold_pair",
+    "voxelize_crystal",
+    "zero_pad",
+]
