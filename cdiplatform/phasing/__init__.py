@@ -1,0 +1,22 @@
+"""Phase retrieval: batched ER / HIO / RAAR with shrink-wrap, many starts, selection.
+
+Science code only: takes NumPy arrays or torch tensors (batched along the
+first axis, ``scan``), runs in torch on the data's device, returns NumPy arrays.
+"""
+
+from cdiplatform.phasing.algorithm import AlgorithmSequence, parse_algorithm
+from cdiplatform.phasing.recipes import RECIPES, recipe
+from cdiplatform.phasing.retrieval import PhasingResult, phase_retrieval
+from cdiplatform.phasing.settings import PhasingSettings, ShrinkWrap, TwinRemoval
+
+__all__ = [
+    "RECIPES",
+    "AlgorithmSequence",
+    "PhasingResult",
+    "PhasingSettings",
+    "ShrinkWrap",
+    "TwinRemoval",
+    "parse_algorithm",
+    "phase_retrieval",
+    "recipe",
+]

@@ -1,0 +1,152 @@
+"""The settings of a phase retrieval, as plain frozen dataclasses.
+
+They are what a recipe names and what the ``reconstruct`` stage's parameters
+fill in; the engine (:mod:`cdiplatform.phasing.engine`) reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cdiplatform.phasing.algorithm import AlgorithmSequence, parse_algorithm
+
+__all__ = ["ShrinkWrap", "TwinRemoval", "PhasingSettings"]
+
+
+@dataclass(frozen=True)
+class ShrinkWrap:
+    """Gaussian shrink-wrap: support = blur(|rho|, sigma) >= threshold * max(blur).
+
+    Parameters
+    ----------
+    threshold : float
+        Fraction (0, 1) of the maximum of the blurred amplitude, per reconstruction.
+    sigma : float
+        Gaussian standard deviation in pixels at the first update.
+    sigma_final : float, optional
+        When given, sigma goes geometrically from ``sigma`` to ``sigma_final``
+        over the updates (a schedule); constant otherwise.
+    period : int
+        Update every ``period`` iterations.
+    start : int
+        First iteration (0-based) with an update; cohere's trigger ``[1, 1]``
+        is ``start=1, period=1``.
+    stop : int, optional
+        No update at or after this iteration.
+    """
+
+    threshold: float = 0.1
+    sigma: float = 1.0
+    sigma_final: float | None = None
+    period: int = 1
+    start: int = 1
+    stop: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"shrink-wrap threshold must be in (0, 1), not {self.threshold}")
+        if self.sigma <= 0 or (self.sigma_final is not None and self.sigma_final <= 0):
+            raise ValueError(f"shrink-wrap sigma must be positive, not {self.sigma}/{self.sigma_final}")
+        if self.period < 1 or self.start < 0:
+            raise ValueError(f"shrink-wrap period must be >= 1 and start >= 0 ({self.period}, {self.start})")
+
+    def iterations(self, n_iterations: int) -> list[int]:
+        """The iterations (0-based) at which the support is updated."""
+        stop = n_iterations if self.stop is None else min(self.stop, n_iterations)
+        return list(range(self.start, stop, self.period))
+
+    def sigma_at(self, update: int, n_updates: int) -> float:
+        """Sigma of the ``update``-th update out of ``n_updates``."""
+        if self.sigma_final is None or n_updates <= 1:
+            return self.sigma
+        frac = update / (n_updates - 1)
+        return float(self.sigma * (self.sigma_final / self.sigma) ** frac)
+
+
+@dataclass(frozen=True)
+class TwinRemoval:
+    """Zero the object outside one half of each of the first two grid axes, once.
+
+    Breaks the centro-symmetry between an object and its twin early in the
+    run (cohere's ``twin_trigger`` / ``twin_halves``).
+
+    Parameters
+    ----------
+    iteration : int
+        The 0-based iteration after whose update the halves are cut.
+    halves : tuple of int
+        Per axis, 0 keeps the lower half (indices below ``(N + 1) // 2`` in
+        the centred layout), 1 the upper half.
+    """
+
+    iteration: int = 2
+    halves: tuple[int, ...] = (0, 0)
+
+    def __post_init__(self) -> None:
+        if any(h not in (0, 1) for h in self.halves):
+            raise ValueError(f"twin halves must be 0 or 1, not {self.halves}")
+
+
+@dataclass(frozen=True)
+class PhasingSettings:
+    """Everything that defines a phase-retrieval run (apart from the data).
+
+    Parameters
+    ----------
+    algorithm : str or AlgorithmSequence
+        For example ``"3*(20*ER+180*HIO)+20*ER"``.
+    beta : float
+        Feedback of HIO and RAAR.
+    shrink_wrap : ShrinkWrap or None
+    positivity : bool
+        For real, non-negative objects: the projection keeps the real part
+        only and treats points whose real part is negative as outside the support.
+    twin : TwinRemoval or None
+    average_last : int
+        Average the object over the final ``average_last`` iterations (0: the last iterate).
+    initial_support : {"box", "autocorrelation"}
+        ``"box"``: a centred box of ``support_fraction`` of each axis;
+        ``"autocorrelation"``: the blurred autocorrelation |IFFT(A**2)| above
+        ``support_threshold`` of its maximum.
+    support_fraction : float
+    support_threshold : float
+    n_starts : int
+        Random starts per scan, run together in one batch.
+    keep_best : int
+        Starts with the smallest reciprocal-space error that are aligned and averaged.
+    record_every : int
+        Record the reciprocal-space error every this many iterations (0: never).
+    """
+
+    algorithm: str | AlgorithmSequence = "3*(20*ER+180*HIO)+20*ER"
+    beta: float = 0.9
+    shrink_wrap: ShrinkWrap | None = field(default_factory=ShrinkWrap)
+    positivity: bool = False
+    twin: TwinRemoval | None = field(default_factory=TwinRemoval)
+    average_last: int = 0
+    initial_support: str = "box"
+    support_fraction: float = 0.5
+    support_threshold: float = 0.1
+    n_starts: int = 1
+    keep_best: int = 1
+    record_every: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "algorithm", parse_algorithm(self.algorithm))
+        if not 0.0 < self.beta <= 1.0:
+            raise ValueError(f"beta must be in (0, 1], not {self.beta}")
+        if self.initial_support not in ("box", "autocorrelation"):
+            raise ValueError(
+                f"initial_support must be 'box' or 'autocorrelation', not {self.initial_support!r}"
+            )
+        if not 0.0 < self.support_fraction <= 1.0:
+            raise ValueError(f"support_fraction must be in (0, 1], not {self.support_fraction}")
+        if self.n_starts < 1 or not 1 <= self.keep_best <= self.n_starts:
+            raise ValueError(
+                f"need n_starts >= 1 and 1 <= keep_best <= n_starts, not {self.n_starts}, {self.keep_best}"
+            )
+        if not 0 <= self.average_last <= self.algorithm.n_iterations:
+            raise ValueError(
+                f"average_last={self.average_last} must be between 0 and the "
+                f"{self.algorithm.n_iterations} iterations"
+            )

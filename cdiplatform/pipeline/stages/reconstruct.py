@@ -1,0 +1,277 @@
+"""Stage ``reconstruct``: ER / HIO / RAAR phase retrieval over a scan collection.
+
+Reads ``intensity`` (and ``mask`` where the collection has one) of the input
+collection, phases every scan of a chunk together in one batch with
+``n_starts`` random starts each (:func:`cdiplatform.phasing.phase_retrieval`),
+and writes per scan:
+
+- ``amplitude`` (normalized to a maximum of 1), ``phase`` (radians, weighted
+  mean phase 0), ``support`` (uint8) on the collection's grid;
+- ``chi`` (reciprocal-space error, :func:`cdiplatform.physics.metrics.chi_square`),
+  ``llk`` (Poisson deviance per pixel), ``iterations``;
+- where the collection is finer than the model grid (the zero-padded 2D
+  collection: attribute ``model_grid``, or the parameter ``model_size``):
+  ``amplitude_model`` and ``phase_model``, the centred crop on dims
+  ``y_model, x_model`` (``z_model`` in 3D);
+- where the collection holds the truth (``amplitude``, ``phase``):
+  ``amplitude_error`` and ``phase_error`` after alignment, on the model grid
+  when there is one.
+
+``mask`` is read as True (non-zero) where a pixel is *bad* (not measured),
+unless its attribute ``meaning`` is ``"measured"``. Scans with NaN, infinite
+or negative intensity are recorded as failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage, Var, register
+
+_GRID_DIMS = {2: ("y", "x"), 3: ("z", "y", "x")}
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _model_grid(params: Any, ds: xr.Dataset, grid: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The model grid when it is smaller than the collection's grid, else None."""
+    if params.model_size > 0:
+        model = (int(params.model_size),) * len(grid)
+    elif "model_grid" in ds.attrs:
+        value = ds.attrs["model_grid"]
+        model = tuple(int(v) for v in np.atleast_1d(value))
+        if len(model) == 1:
+            model = model * len(grid)
+    else:
+        return None
+    if len(model) != len(grid) or any(m > n for m, n in zip(model, grid)):
+        raise ValueError(f"reconstruct: model grid {model} does not fit in the collection's grid {grid}")
+    return None if model == grid else model
+
+
+def _crop(arr: np.ndarray, model: tuple[int, ...]) -> np.ndarray:
+    grid = arr.shape[-len(model) :]
+    sl = tuple(slice(n // 2 - m // 2, n // 2 - m // 2 + m) for n, m in zip(grid, model))
+    return arr[(Ellipsis, *sl)]
+
+
+@register
+class Reconstruct(Stage):
+    name = "reconstruct"
+    inputs = ("collection",)
+    output_kind = "result"
+    uses_torch = True
+    method = "er_hio"
+
+    @dataclass(frozen=True)
+    class Params:
+        #: algorithm string, e.g. ``3*(20*ER+180*HIO)+20*ER``
+        algorithm: str = "3*(20*ER+180*HIO)+20*ER"
+        #: HIO / RAAR feedback
+        beta: float = 0.9
+        #: shrink-wrap threshold (fraction of the blurred amplitude's maximum); 0 disables shrink-wrap
+        shrink_wrap_threshold: float = 0.1
+        #: Gaussian sigma of shrink-wrap, pixels
+        shrink_wrap_sigma: float = 1.0
+        #: final sigma of a geometric schedule; 0 keeps sigma constant
+        shrink_wrap_sigma_final: float = 0.0
+        #: shrink-wrap every this many iterations
+        shrink_wrap_period: int = 1
+        #: first iteration (0-based) with a shrink-wrap update
+        shrink_wrap_start: int = 1
+        #: treat negative real parts as outside the support
+        positivity: bool = False
+        #: iteration of the twin removal; -1 disables it
+        twin_iteration: int = 2
+        #: average the object over the final iterations
+        average_last: int = 20
+        #: ``box`` or ``autocorrelation``
+        initial_support: str = "box"
+        #: side of the initial box, fraction of each axis
+        support_fraction: float = 0.5
+        #: random starts per scan
+        n_starts: int = 4
+        #: best starts (smallest chi) aligned and averaged
+        keep_best: int = 1
+        #: model grid size when the collection has no ``model_grid`` attribute (0: none)
+        model_size: int = 0
+        #: ``auto`` (cuda if available), ``cpu`` or ``cuda``
+        device: str = "auto"
+        #: scans per task
+        chunk: int = 64
+
+    def settings(self, params: Any):
+        """The :class:`cdiplatform.phasing.PhasingSettings` of the parameters."""
+        from cdiplatform.phasing import PhasingSettings, ShrinkWrap, TwinRemoval
+
+        sw = None
+        if params.shrink_wrap_threshold > 0:
+            sw = ShrinkWrap(
+                threshold=params.shrink_wrap_threshold,
+                sigma=params.shrink_wrap_sigma,
+                sigma_final=params.shrink_wrap_sigma_final or None,
+                period=params.shrink_wrap_period,
+                start=params.shrink_wrap_start,
+            )
+        return PhasingSettings(
+            algorithm=params.algorithm,
+            beta=params.beta,
+            shrink_wrap=sw,
+            positivity=params.positivity,
+            twin=None if params.twin_iteration < 0 else TwinRemoval(iteration=params.twin_iteration),
+            average_last=params.average_last,
+            initial_support=params.initial_support,
+            support_fraction=params.support_fraction,
+            n_starts=params.n_starts,
+            keep_best=params.keep_best,
+        )
+
+    def validate(self, params: Any, inputs: dict[str, xr.Dataset]) -> None:
+        ds = inputs["collection"]
+        if "intensity" not in ds:
+            raise ValueError("reconstruct: the input collection has no 'intensity' variable")
+        ndim = ds["intensity"].ndim - 1
+        if ndim not in _GRID_DIMS or ds["intensity"].dims[1:] != _GRID_DIMS[ndim]:
+            raise ValueError(f"reconstruct: intensity dims {ds['intensity'].dims} are not (scan, [z,] y, x)")
+        if params.chunk < 1:
+            raise ValueError(f"reconstruct: chunk must be >= 1, got {params.chunk}")
+        self.settings(params)  # raises ValueError naming a bad setting or algorithm string
+        _model_grid(params, ds, tuple(ds["intensity"].shape[1:]))
+
+    def plan(self, params: Any, inputs: dict[str, xr.Dataset]) -> Plan:
+        ds = inputs["collection"]
+        self.validate(params, inputs)
+        intensity = ds["intensity"]
+        dims, shape = intensity.dims[1:], tuple(intensity.shape[1:])
+        def var(dims_, shape_, dtype, long_name, units="1"):
+            return Var(dims_, shape_, dtype, {"long_name": long_name, "units": units})
+
+        variables = {
+            "amplitude": var(dims, shape, "float32", "ER/HIO amplitude, normalized to max 1"),
+            "phase": var(dims, shape, "float32", "ER/HIO phase", "rad"),
+            "support": var(dims, shape, "uint8", "final shrink-wrap support"),
+            "chi": var((), (), "float64", "sum (|F|-A)^2 / sum A^2 over measured pixels"),
+            "llk": var((), (), "float64", "Poisson deviance per measured pixel"),
+            "iterations": Var((), (), "int32", {"long_name": "iterations run"}),
+        }
+        model = _model_grid(params, ds, shape)
+        if model is not None:
+            mdims = tuple(f"{d}_model" for d in dims)
+            crop = "on the model grid (centred crop)"
+            variables["amplitude_model"] = var(mdims, model, "float32", f"amplitude {crop}")
+            variables["phase_model"] = var(mdims, model, "float32", f"phase {crop}", "rad")
+        if "amplitude" in ds and "phase" in ds:
+            where = "model grid" if model is not None else "grid"
+            variables["amplitude_error"] = var(
+                (), (), "float64", f"mean |a - a_true| over the {where}, both max 1, aligned"
+            )
+            variables["phase_error"] = var(
+                (), (), "float64", "RMS phase error inside the true support, aligned", "rad"
+            )
+        coords = {d: (d, np.asarray(ds[d].values)) for d in dims if d in ds.coords}
+        attrs = {
+            "method": self.method,
+            "algorithm": str(params.algorithm),
+            "model_grid": list(model) if model is not None else list(shape),
+        }
+        return Plan(
+            n_scans=intensity.shape[0], chunk=params.chunk, variables=variables, coords=coords, attrs=attrs
+        )
+
+    def compute(
+        self, params: Any, inputs: dict[str, xr.Dataset], index: np.ndarray, rngs: list[np.random.Generator]
+    ) -> ChunkResult:
+        from cdiplatform.phasing import phase_retrieval
+        from cdiplatform.physics.align import remove_phase_offset
+        from cdiplatform.physics.metrics import compare_with_truth, poisson_llk
+
+        ds = inputs["collection"]
+        intensity = np.asarray(ds["intensity"].values, dtype=np.float32)
+        n, grid = intensity.shape[0], intensity.shape[1:]
+        ndim = len(grid)
+        measured = None
+        if "mask" in ds:
+            mask = np.asarray(ds["mask"].values) != 0
+            measured = mask if ds["mask"].attrs.get("meaning") == "measured" else ~mask
+        model = _model_grid(params, ds, grid)
+
+        failed: dict[int, str] = {}
+        flat = intensity.reshape(n, -1)
+        for i in range(n):
+            if not np.all(np.isfinite(flat[i])):
+                failed[i] = f"scan {int(index[i])}: intensity holds NaN or infinite values"
+            elif np.any(flat[i] < 0):
+                failed[i] = f"scan {int(index[i])}: intensity has negative values"
+            elif not np.any(flat[i] > 0):
+                failed[i] = f"scan {int(index[i])}: intensity is zero everywhere"
+        ok = np.array([i for i in range(n) if i not in failed], dtype=np.int64)
+
+        out = {
+            "amplitude": np.full((n, *grid), np.nan, np.float32),
+            "phase": np.full((n, *grid), np.nan, np.float32),
+            "support": np.zeros((n, *grid), np.uint8),
+            "chi": np.full(n, np.nan),
+            "llk": np.full(n, np.nan),
+            "iterations": np.zeros(n, np.int32),
+        }
+        if model is not None:
+            out["amplitude_model"] = np.full((n, *model), np.nan, np.float32)
+            out["phase_model"] = np.full((n, *model), np.nan, np.float32)
+        has_truth = "amplitude" in ds and "phase" in ds
+        if has_truth:
+            out["amplitude_error"] = np.full(n, np.nan)
+            out["phase_error"] = np.full(n, np.nan)
+        if len(ok) == 0:
+            return ChunkResult(values=out, failed=failed)
+
+        meas_ok = None if measured is None else measured[ok]
+        try:
+            res = phase_retrieval(
+                np.sqrt(intensity[ok]),
+                ndim=ndim,
+                settings=self.settings(params),
+                measured=meas_ok,
+                rngs=[rngs[i] for i in ok],
+                device=_device(params.device),
+            )
+        except (FloatingPointError, RuntimeError) as exc:
+            for i in ok:
+                failed[int(i)] = f"scan {int(index[i])}: phase retrieval failed: {exc}"
+            return ChunkResult(values=out, failed=failed)
+
+        llk = poisson_llk(res.obj, intensity[ok], ndim=ndim, measured=meas_ok)
+        for j, i in enumerate(ok):
+            obj = remove_phase_offset(res.obj[j], weight=res.support[j])
+            amp = np.abs(obj)
+            peak = amp.max() if amp.max() > 0 else 1.0
+            out["amplitude"][i] = amp / peak
+            out["phase"][i] = np.angle(obj)
+            out["support"][i] = res.support[j]
+            out["chi"][i] = res.error[j]
+            out["llk"][i] = llk[j]
+            out["iterations"][i] = res.iterations
+            cmp_obj = obj
+            if model is not None:
+                cmp_obj = _crop(obj, model)
+                out["amplitude_model"][i] = np.abs(cmp_obj) / peak
+                out["phase_model"][i] = np.angle(cmp_obj)
+            if has_truth:
+                ta = np.asarray(ds["amplitude"].values[i])
+                tp = np.asarray(ds["phase"].values[i])
+                if model is not None:
+                    ta, tp = _crop(ta, model), _crop(tp, model)
+                if np.any(ta > 0):
+                    c = compare_with_truth(cmp_obj, ta, tp)
+                    out["amplitude_error"][i] = c.amplitude_error
+                    out["phase_error"][i] = c.phase_error
+        return ChunkResult(values=out, failed=failed)

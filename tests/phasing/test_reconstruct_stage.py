@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+import xarray as xr
+
+from cdiplatform.pipeline.stage import get_stage
+from cdiplatform.physics.fft import diffraction_intensity
+
+
+@pytest.fixture
+def padded_collection(make_object):
+    """Four 16-pixel objects zero-padded to 32x32 (model grid 16), one scan with a NaN."""
+    rng = np.random.default_rng(5)
+    obj = np.stack([make_object(rng, 12, 16) for _ in range(4)])
+    padded = np.zeros((4, 32, 32), complex)
+    padded[:, 8:24, 8:24] = obj
+    inten = diffraction_intensity(padded, ndim=2).astype(np.float32)
+    inten[2, 3, 4] = np.nan
+    ds = xr.Dataset(
+        {
+            "intensity": (("scan", "y", "x"), inten),
+            "amplitude": (("scan", "y", "x"), np.abs(padded).astype(np.float32)),
+            "phase": (("scan", "y", "x"), np.angle(padded).astype(np.float32)),
+        },
+        coords={"scan": np.arange(4), "kind": ("scan", ["simulated"] * 4)},
+        attrs={"model_grid": 16},
+    )
+    return ds
+
+
+def _params(stage, **kw):
+    base = dict(algorithm="2*(20*ER+80*HIO)+20*ER", n_starts=2, average_last=10, chunk=2, device="cpu")
+    base.update(kw)
+    return stage.Params(**base)
+
+
+def test_plan_and_compute(padded_collection):
+    stage = get_stage("reconstruct")()
+    assert stage.output_kind == "result" and stage.method == "er_hio" and stage.inputs == ("collection",)
+    params = _params(stage)
+    plan = stage.plan(params, {"collection": padded_collection})
+    assert plan.n_scans == 4 and plan.chunk == 2
+    assert plan.variables["amplitude"].dims == ("y", "x")
+    assert plan.variables["amplitude_model"].dims == ("y_model", "x_model")
+    assert plan.variables["amplitude_model"].shape == (16, 16)
+    assert plan.variables["chi"].dims == () and "phase_error" in plan.variables
+    assert plan.attrs["method"] == "er_hio"
+
+    rngs = [np.random.default_rng([1, i]) for i in range(4)]
+    res = stage.compute(params, {"collection": padded_collection}, np.arange(4), rngs)
+    assert set(res.values) == set(plan.variables)
+    for name, var in plan.variables.items():
+        assert res.values[name].shape == (4, *var.shape), name
+        assert res.values[name].dtype == np.dtype(var.dtype), name
+    assert list(res.failed) == [2] and "NaN" in res.failed[2] and "scan 2" in res.failed[2]
+    ok = [0, 1, 3]
+    assert np.all(res.values["chi"][ok] < 5e-3)
+    assert np.all(res.values["iterations"][ok] == 220)
+    assert np.nanmax(res.values["amplitude"][ok]) == pytest.approx(1.0)
+    assert np.all(res.values["amplitude_error"][ok] < 0.1)
+    assert np.all(np.isfinite(res.values["llk"][ok]))
+    # the model-grid crop is the centre of the full result
+    np.testing.assert_array_equal(res.values["amplitude_model"][0], res.values["amplitude"][0, 8:24, 8:24])
+
+
+def test_results_do_not_depend_on_chunking(padded_collection):
+    stage = get_stage("reconstruct")()
+    params = _params(stage, algorithm="10*ER+20*HIO", n_starts=1, average_last=0)
+    ds = padded_collection.isel(scan=[0, 1, 3])
+    rngs = lambda idx: [np.random.default_rng([1, i]) for i in idx]  # noqa: E731
+    whole = stage.compute(params, {"collection": ds}, np.array([0, 1, 3]), rngs([0, 1, 3]))
+    one = stage.compute(params, {"collection": ds.isel(scan=[2])}, np.array([3]), rngs([3]))
+    np.testing.assert_allclose(whole.values["amplitude"][2], one.values["amplitude"][0], atol=1e-4)
+
+
+def test_mask_is_honoured(padded_collection):
+    ds = padded_collection.isel(scan=[0, 1]).copy()
+    mask = np.zeros(ds["intensity"].shape, np.uint8)
+    mask[:, 15:17, 15:17] = 1  # bad pixels
+    ds["mask"] = (("scan", "y", "x"), mask)
+    ds["intensity"].values[:, 15:17, 15:17] = 0.0
+    stage = get_stage("reconstruct")()
+    rngs = [np.random.default_rng(i) for i in range(2)]
+    res = stage.compute(_params(stage), {"collection": ds}, np.arange(2), rngs)
+    assert not res.failed
+    assert np.all(res.values["amplitude_error"] < 0.1)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"algorithm": "20*EX"}, "unknown operator"),
+        ({"beta": 1.5}, "beta"),
+        ({"chunk": 0}, "chunk"),
+        ({"model_size": 64}, "does not fit"),
+        ({"n_starts": 1, "keep_best": 2}, "keep_best"),
+    ],
+)
+def test_validate_refuses_bad_params(padded_collection, kw, match):
+    stage = get_stage("reconstruct")()
+    with pytest.raises(ValueError, match=match):
+        stage.validate(_params(stage, **kw), {"collection": padded_collection})
+
+
+def test_validate_refuses_bad_collections(padded_collection):
+    stage = get_stage("reconstruct")()
+    with pytest.raises(ValueError, match="no 'intensity'"):
+        stage.validate(_params(stage), {"collection": padded_collection.drop_vars("intensity")})
+    flat = xr.Dataset({"intensity": (("scan", "x"), np.ones((2, 8), np.float32))})
+    with pytest.raises(ValueError, match="dims"):
+        stage.validate(_params(stage), {"collection": flat})
