@@ -35,7 +35,17 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import xarray as xr
 
-__all__ = ["ChunkResult", "Plan", "Stage", "TaskStage", "Var", "get_stage", "register", "registered_stages"]
+__all__ = ["ChunkResult", "Plan", "Stage", "TaskStage", "Var", "get_stage", "register", "registered_stages",
+           "resolve_device"]
+
+
+def resolve_device(name: str) -> str:
+    """A torch stage's ``device`` parameter: ``"auto"`` is ``"cuda"`` where torch sees a GPU, else ``"cpu"``."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 OutputKind = Literal["collection", "result", "training"]
 

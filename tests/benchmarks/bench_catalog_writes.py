@@ -60,7 +60,7 @@ def main() -> None:
             plain_times.append(time.perf_counter() - t0)
 
             path = Path(tmp) / f"cat{r}.zarr"
-            cat = open_catalog(path, mode="a")
+            open_catalog(path, mode="a")  # a catalog, so that write_region accepts it
             template = xr.Dataset(
                 {"intensity": (("scan", "y", "x"), da.zeros(data.shape, dtype="float32", chunks=(c, 64, 64)))},
                 coords={"scan": np.arange(n)}, attrs={"training": True},

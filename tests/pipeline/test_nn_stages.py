@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-import xarray as xr
 
 from cdiplatform import open_catalog
 from cdiplatform.catalog import read_model

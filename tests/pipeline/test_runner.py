@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 from cdiplatform import open_catalog
-from cdiplatform.catalog import STATUS_FAILED, STATUS_OK
+from cdiplatform.catalog import STATUS_OK
 from cdiplatform.pipeline.cluster import connect
 from cdiplatform.pipeline.job import JobError, load_job
 from cdiplatform.pipeline.runner import plan_job, run_job

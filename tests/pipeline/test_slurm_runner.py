@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import numpy as np
 import xarray as xr
 
 from cdiplatform import open_catalog

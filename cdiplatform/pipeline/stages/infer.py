@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage, Var, register
+from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage, Var, register, resolve_device
 
 GRID_DIMS = {2: ("y", "x"), 3: ("z", "y", "x")}
 
@@ -58,13 +58,6 @@ def _model(ref: str, device: str):
     weights, config, digest = load_model_node(ref)
     return load_model(weights, config, expected_hash=digest, device=device)
 
-
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @register
@@ -136,7 +129,7 @@ class Infer(Stage):
         ds = inputs["collection"]
         intensity = np.asarray(ds["intensity"].values)
         n, grid = intensity.shape[0], intensity.shape[1:]
-        model = _model(params.model, _device(params.device))
+        model = _model(params.model, resolve_device(params.device))
         oversampling = (
             ds["oversampling"].values if "oversampling" in ds.coords or "oversampling" in ds else None
         )

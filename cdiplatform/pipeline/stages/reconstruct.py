@@ -30,17 +30,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage, Var, register
+from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage, Var, register, resolve_device
 
 _GRID_DIMS = {2: ("y", "x"), 3: ("z", "y", "x")}
 
-
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _model_grid(params: Any, ds: xr.Dataset, grid: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -242,7 +235,7 @@ class Reconstruct(Stage):
                 settings=self.settings(params),
                 measured=meas_ok,
                 rngs=[rngs[i] for i in ok],
-                device=_device(params.device),
+                device=resolve_device(params.device),
             )
         except (FloatingPointError, RuntimeError) as exc:
             for i in ok:

@@ -21,14 +21,13 @@ normalization and the oversampling of the training data), the training history
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cdiplatform.pipeline.stage import TaskStage, register
+from cdiplatform.pipeline.stage import TaskStage, register, resolve_device
 
 __all__ = ["Train"]
 
@@ -98,8 +97,6 @@ class Train(TaskStage):
         model_config(params, oversampling=None)  # every hyperparameter checked before the task starts
 
     def run(self, params, inputs, writer, resume) -> dict[str, Any]:
-        import torch
-
         from cdiplatform.catalog import open_catalog, parse_node_ref
         from cdiplatform.nn import BlockDataset, build_model, state_to_arrays, train, weights_hash
 
@@ -118,7 +115,7 @@ class Train(TaskStage):
         batch = config.training.batch_size
         train_data = BlockDataset(arrays, batch_size=batch, indices=train_idx, shuffle=True, seed=params.seed)
         val_data = BlockDataset(arrays, batch_size=batch, indices=val_idx, shuffle=False, seed=params.seed)
-        device = params.device if params.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(params.device)
         model = build_model(config, seed=params.seed)
         base = {
             "architecture": config.arch,
