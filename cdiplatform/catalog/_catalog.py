@@ -129,7 +129,8 @@ class Catalog:
 
     # ------------------------------------------------------------------ reading
     def open(self, node: str, *, chunks: Any = "auto-zarr") -> xr.Dataset:
-        """The node as a lazy :class:`xarray.Dataset` (zarr chunks unless ``chunks`` says otherwise)."""
+        """The node as a lazy :class:`xarray.Dataset`: dask arrays on the zarr chunks by default;
+        ``chunks=None`` gives lazily indexed arrays without dask (what tasks on a worker use)."""
         node = self._require(node)
         kwargs = {} if chunks == "auto-zarr" else {"chunks": chunks}
         with warnings.catch_warnings():
@@ -191,7 +192,7 @@ class Catalog:
 
     def failed(self, node: str) -> xr.Dataset:
         """The scans of a run node whose ``status`` is failed, with their ``reason``."""
-        ds = self.open(node)
+        ds = self.open(node, chunks=None)
         if "status" not in ds:
             raise CatalogError(f"{self.path}:{node} has no per-scan status (not written by a run)")
         status = ds["status"].load()
@@ -369,7 +370,7 @@ class Catalog:
 
     def copy_from(self, source: Catalog, node: str, *, overwrite: bool = False) -> None:
         """Copy a whole node (data, coordinates, attributes, provenance) from another catalog."""
-        ds = source.open(node).load()
+        ds = source.open(node, chunks=None).load()
         attrs = source.attrs(node)
         for var in ds.variables.values():
             var.encoding = {}

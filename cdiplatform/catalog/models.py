@@ -61,7 +61,7 @@ def write_model(cat: Catalog, node: str, arrays: Mapping[str, np.ndarray], *, at
 
 def read_model(cat: Catalog, node: str, *, prefix: str | None = "model") -> tuple[dict[str, np.ndarray], dict]:
     """``(arrays, attrs)`` of a model node; by default only the network weights (``model/...``)."""
-    ds = cat.open(node).load()
+    ds = cat.open(node, chunks=None).load()
     return dataset_to_arrays(ds, prefix=prefix), cat.attrs(node)
 
 

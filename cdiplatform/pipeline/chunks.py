@@ -125,7 +125,9 @@ def run_chunk(task: ChunkTask) -> ChunkOutcome:
     opened: dict[str, Any] = {}
     for name, (path, node, select) in task.inputs.items():
         cat = open_catalog(path)
-        opened[name] = [cat.open(n) for n in node] if isinstance(node, list) else cat.open(node)
+        # no dask inside a task: a worker's .load() would submit graphs to its own cluster
+        opened[name] = ([cat.open(n, chunks=None) for n in node] if isinstance(node, list)
+                        else cat.open(node, chunks=None))
         if select is not None:
             opened[name] = opened[name].isel(scan=slice(*select))
 
@@ -177,7 +179,7 @@ def _assemble(task: ChunkTask, pending: np.ndarray, values: dict, failed: dict[i
     n = task.stop - task.start
     local = pending - task.start
     if len(pending) < n:
-        existing = open_catalog(task.output[0]).open(task.output[1]).isel(scan=slice(task.start, task.stop))
+        existing = open_catalog(task.output[0]).open(task.output[1], chunks=None).isel(scan=slice(task.start, task.stop))
         existing = existing.drop_vars(list(existing.coords)).load()
     else:
         existing = None

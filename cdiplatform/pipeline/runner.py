@@ -163,7 +163,7 @@ def _prepare(job: Job, spec: StageSpec, catalog: Path, *, new_run: bool, dry: bo
         elif single:
             pending = np.array([not stored.get("complete", False)])
         else:
-            ds = cat.open(spec.output)
+            ds = cat.open(spec.output, chunks=None)
             done = ds["done"].values
             status = ds["status"].values
             pending = ~done | (status != STATUS_OK)
@@ -331,7 +331,7 @@ def run_job(
             if on_progress:
                 on_progress(report, len(outcome.ok) + len(outcome.failed))
         report.seconds = time.perf_counter() - t0
-        ds = open_catalog(catalog).open(spec.output)
+        ds = open_catalog(catalog).open(spec.output, chunks=None)
         status = ds["status"].values
         n_failed = int((status == STATUS_FAILED).sum())
         n_ok = int((status == STATUS_OK).sum())

@@ -56,7 +56,7 @@ def run_single(task: SingleTask) -> dict[str, Any]:
     t0 = time.perf_counter()
     opened = {}
     for name, (path, node, select) in task.inputs.items():
-        ds = open_catalog(path).open(node)
+        ds = open_catalog(path).open(node, chunks=None)  # no dask inside a task
         ds.attrs["node"] = f"{path}:{node}"
         opened[name] = ds.isel(scan=slice(*select)) if select is not None else ds
     resume = None
