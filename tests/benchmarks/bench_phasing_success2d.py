@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--figure", default="docs/figures/er_hio_2d_failures.png",
+                    help="where to draw the failures (truth and reconstruction, with the reason)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = simulate_2d([np.random.default_rng([args.seed, i]) for i in range(args.n)], size=32, pad=2)
@@ -62,6 +64,38 @@ def main() -> None:
         print("failures (index, amplitude error, phase error, chi):")
         for i in bad[:20]:
             print(f"  {i:4d} {ae[i]:.4f} {pe[i]:.4f} {chi[i]:.2e}")
+        _draw_failures(args.figure, bad[:8], data, obj, crop, ae, pe, chi)
+
+
+def _reason(ae: float, pe: float) -> str:
+    parts = [f"amplitude error {ae:.3f} > 0.1" if ae > 0.1 else "", f"phase error {pe:.2f} > 0.3 rad" if pe > 0.3 else ""]
+    return "; ".join(p for p in parts if p)
+
+
+def _draw_failures(path, bad, data, obj, crop, ae, pe, chi) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(4, len(bad), figsize=(2.2 * len(bad), 8.6), squeeze=False)
+    for col, i in enumerate(bad):
+        support = data["amplitude"][i][crop] > 0.1
+        panels = (data["amplitude"][i][crop], np.abs(obj[i][crop]),
+                  np.where(support, data["phase"][i][crop], np.nan), np.where(support, np.angle(obj[i][crop]), np.nan))
+        for row, (img, title) in enumerate(zip(panels, ("true amplitude", "ER/HIO amplitude", "true phase",
+                                                        "ER/HIO phase"))):
+            ax = axes[row][col]
+            ax.imshow(img, cmap="gray" if row < 2 else "twilight")
+            ax.set_xticks([]), ax.set_yticks([])
+            if col == 0:
+                ax.set_ylabel(title)
+        axes[0][col].set_title(f"object {i}\nchi {chi[i]:.1e}", fontsize=8)
+        axes[3][col].set_xlabel(_reason(ae[i], pe[i]).replace("; ", "\n"), fontsize=7)
+    fig.suptitle("ER/HIO failures on simulated 2D objects (best of the starts, before alignment)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    print(f"figure of the failures: {path}")
 
 
 if __name__ == "__main__":
