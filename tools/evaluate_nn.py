@@ -1,0 +1,128 @@
+"""Evaluate a trained network on held-out scans against a trivial baseline; write a docs figure.
+
+    python tools/evaluate_nn.py --model catalogs/examples.zarr:models/cdi_nn_2d --n 1000
+    python tools/evaluate_nn.py --model catalogs/examples.zarr:models/cdi_nn_3d_reduced \
+        --test catalogs/train_3d_cdi_nn.zarr:training/gold32
+
+2D without ``--test``: simulates ``--n`` fresh objects (a seed the training
+never used); with ``--test``: the test split of an assembled training set
+(crystals the network never saw). Per scan, as the 2018 paper's Fig. 4:
+
+- the reciprocal-space error: ``chi_square`` of the predicted object's far
+  field against the measured magnitudes (the prediction's scale fitted);
+- the shape error: mean absolute error of the amplitudes (both max 1) and the
+  phase error: RMS inside the true support, after alignment (shift, twin,
+  constant phase) - :func:`cdiplatform.physics.metrics.compare_with_truth`.
+
+The trivial baseline predicts the mean training object for every scan. Prints
+the medians and writes ``docs/figures/<model>_errors.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def simulated_2d(n: int, seed: int) -> dict[str, np.ndarray]:
+    from cdiplatform.simulate import simulate_2d
+
+    return simulate_2d([np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,))) for i in range(n)])
+
+
+def from_training_set(ref: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Test and train splits of an assembled training set, as intensity, amplitude and phase (radians)."""
+    from cdiplatform.catalog import open_catalog, parse_node_ref
+
+    path, node = parse_node_ref(ref)
+    ds = open_catalog(path).open(node, chunks=None)
+    splits = ds.attrs["splits"]
+    out = []
+    for name in ("test", "train"):
+        lo, hi = splits[name]
+        part = ds.isel(scan=slice(lo, hi)).load()
+        part = part.isel(scan=np.flatnonzero(part["status"].values == 1))
+        phase = part["phase"].values * ds.attrs["phase_scale"] + ds.attrs["phase_offset"]
+        out.append({"intensity": part["inputs"].values.astype(np.float64) ** 2,
+                    "amplitude": part["amplitude"].values, "phase": np.where(part["amplitude"].values > 0, phase, 0)})
+    return out[0], out[1]
+
+
+def main() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from cdiplatform.catalog import load_model_arrays
+    from cdiplatform.nn import load_model, make_inputs, predict
+    from cdiplatform.physics.metrics import chi_square, compare_with_truth
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="catalogs/examples.zarr:models/cdi_nn_2d")
+    parser.add_argument("--test", default="", help="TRAINING_NODE whose test split to use (else simulate 2D)")
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=987654321)
+    parser.add_argument("--baseline-n", type=int, default=4096, help="objects averaged into the 2D baseline")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+
+    weights, config, digest = load_model_arrays(args.model)
+    model = load_model(weights, config, expected_hash=digest)
+    ndim = int(config["ndim"])
+    if args.test:
+        test, base = from_training_set(args.test)
+    else:
+        test, base = simulated_2d(args.n, args.seed), simulated_2d(args.baseline_n, args.seed + 1)
+    n = len(test["intensity"])
+    axes_ = tuple(range(1, ndim + 1))
+    amp_pred, phase_pred = predict(model, make_inputs(test["intensity"], ndim=ndim), batch_size=64)
+    mean_amp = (base["amplitude"] / base["amplitude"].max(axis=axes_, keepdims=True)).mean(axis=0)
+    mean_phase = base["phase"].mean(axis=0)
+
+    magnitude = np.sqrt(test["intensity"])
+    rows = {"nn": [], "baseline": []}
+    for i in range(n):
+        truth_a, truth_p = test["amplitude"][i], test["phase"][i]
+        for name, (a, p) in {"nn": (amp_pred[i], phase_pred[i]), "baseline": (mean_amp, mean_phase)}.items():
+            obj = a * np.exp(1j * p)
+            chi = float(chi_square(obj, magnitude[i], ndim=ndim, fit_scale=True))
+            cmp = compare_with_truth(obj, truth_a, truth_p)
+            rows[name].append((chi, cmp.amplitude_error, cmp.phase_error))
+    stats = {}
+    for name, values in rows.items():
+        arr = np.asarray(values)
+        stats[name] = {"chi_median": float(np.median(arr[:, 0])), "shape_error_median": float(np.median(arr[:, 1])),
+                       "phase_error_median": float(np.median(arr[:, 2]))}
+    ratio = {k: stats["nn"][k] / stats["baseline"][k] for k in stats["nn"]}
+    print(json.dumps({"model": args.model, "weights_hash": digest, "n": n, "medians": stats,
+                      "nn_over_baseline": ratio}, indent=1))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = args.model.rsplit("/", 1)[-1]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    labels = ("reciprocal-space error (chi)", "shape error (MAE, max 1)", "phase error (RMS rad, in support)")
+    for k, (ax, label) in enumerate(zip(axes, labels)):
+        nn_v, base_v = np.asarray(rows["nn"])[:, k], np.asarray(rows["baseline"])[:, k]
+        bins = np.linspace(0, np.percentile(np.concatenate([nn_v, base_v]), 99), 40)
+        ax.hist(base_v, bins=bins, alpha=0.6, label="mean object (baseline)")
+        ax.hist(nn_v, bins=bins, alpha=0.6, label=name)
+        ax.set_xlabel(label)
+        ax.set_ylabel("scans")
+    axes[0].legend()
+    fig.suptitle(f"{name} on {n} held-out scans")
+    fig.tight_layout()
+    figure = args.out / f"{name}_errors.png"
+    fig.savefig(figure, dpi=110)
+    print(f"figure: {figure}")
+
+
+if __name__ == "__main__":
+    main()
