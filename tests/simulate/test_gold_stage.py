@@ -150,3 +150,22 @@ def test_paper_recipe_pins_nothing(stage):
     assert result.values["n_pinned"].tolist() == [0, 0]
     assert np.isnan(result.values["pinned_normal"]).all()
     assert np.abs(result.values["phase"][0]).max() > 0
+
+
+def test_atom_positions_are_kept_on_request(stage):
+    lammps_required()
+    with pytest.raises(ValueError, match="max_atoms"):
+        stage.validate(params(stage, keep_positions=True), {})
+    p = params(stage, n_crystals=1, keep_positions=True, max_atoms=4 * 8**3)
+    stage.validate(p, {})
+    index = np.array([0, 1])
+    rngs = [np.random.default_rng(5), np.random.default_rng(6)]
+    out = stage.compute(p, {}, index, rngs)
+    assert not out.failed
+    positions, n = out.values["positions"], int(out.values["n_atoms"][0])
+    assert positions.shape == (2, 2, 4 * 8**3, 3)
+    assert np.isfinite(positions[0, :, :n]).all() and np.isnan(positions[0, :, n:]).all()
+    np.testing.assert_array_equal(positions[0], positions[1])  # the control is the same crystal
+    moved = np.linalg.norm(positions[0, 0, :n] - positions[0, 1, :n], axis=1)
+    assert 0 < np.median(moved) < 0.2  # relaxed atoms stay near their lattice sites (lattice units)
+    assert "positions" not in stage.plan(params(stage), {}).variables  # not kept by default

@@ -81,9 +81,15 @@ class SimulateGold(Stage):
         padding: float = 5.0
         min_style: str = "cg"
         threads: int = 1
+        #: keep the relaxed and reference atom positions (NaN-padded to max_atoms, zstd-compressed)
+        keep_positions: bool = False
+        max_atoms: int = 0
 
     def validate(self, params, inputs) -> None:
         p = params
+        if p.keep_positions and p.max_atoms < 1:
+            raise ValueError("keep_positions needs max_atoms, the most atoms a crystal may have "
+                             f"(a block of {p.block_cells} cells holds {4 * p.block_cells ** 3})")
         problems = []
         if p.n_crystals < 1:
             problems.append(f"n_crystals must be >= 1, got {p.n_crystals}")
@@ -130,6 +136,10 @@ class SimulateGold(Stage):
         n = 2 * params.n_crystals
         g = params.grid
         variables = _variables(g)
+        if params.keep_positions:
+            variables["positions"] = _var(("state", "atom", "xyz"), (2, params.max_atoms, 3), "float32",
+                                          "relaxed (state 0) and reference (state 1) atom positions, NaN-padded",
+                                          "lattice")
         scan = np.arange(n)
         axis = (np.arange(g) - g // 2) * params.voxel_size
         coords = {
@@ -161,11 +171,11 @@ class SimulateGold(Stage):
         values = {
             name: np.full((len(index), *var.shape), np.nan if var.dtype.startswith("float") else 0,
                           dtype=var.dtype)
-            for name, var in _variables(params.grid).items()
+            for name, var in self.plan(params, inputs).variables.items()
         }
         failed: dict[int, str] = {}
         ranges = ("n_crystals", "n_planes_min", "n_planes_max", "plane_distance_min", "plane_distance_max")
-        kwargs = {k: v for k, v in asdict(params).items() if k not in ranges}
+        kwargs = {k: v for k, v in asdict(params).items() if k not in ranges + ("max_atoms",)}
         kwargs["n_planes"] = (params.n_planes_min, params.n_planes_max)
         kwargs["plane_distance"] = (params.plane_distance_min, params.plane_distance_max)
         for crystal in np.unique(index // 2):
@@ -184,6 +194,10 @@ class SimulateGold(Stage):
                     failed[int(pos)] = reason
                 continue
             meta = pair.metadata
+            if params.keep_positions and meta["n_atoms"] > params.max_atoms:
+                for pos in where:
+                    failed[int(pos)] = f"crystal {crystal} has {meta['n_atoms']} atoms, over max_atoms {params.max_atoms}"
+                continue
             per_crystal = {
                 "n_atoms": meta["n_atoms"],
                 "n_planes": meta["n_planes"],
@@ -209,6 +223,8 @@ class SimulateGold(Stage):
                 values["phase"][pos] = pair.phase[member]
                 for name, value in per_crystal.items():
                     values[name][pos] = value
+                if params.keep_positions:
+                    values["positions"][pos, :, : meta["n_atoms"]] = pair.positions
         return ChunkResult(values=values, failed=failed)
 
 

@@ -157,6 +157,8 @@ class GoldPair:
     phase: np.ndarray
     intensity: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: relaxed and reference atom positions (2, n_atoms, 3), lattice units, when asked for
+    positions: np.ndarray | None = None
 
 
 def simulate_gold_pair(
@@ -180,6 +182,7 @@ def simulate_gold_pair(
     prerelax: bool = True,
     min_style: str = "cg",
     threads: int = 1,
+    keep_positions: bool = False,
 ) -> GoldPair:
     """Build, relax, strain and voxelize one crystal; return it with its control.
 
@@ -198,6 +201,8 @@ def simulate_gold_pair(
         See :func:`cdiplatform.simulate.gold.relax.relax_crystal`.
     pin_depth : float
         Thickness of the pinned slab along the contact facet, lattice units.
+    keep_positions : bool
+        Also return the relaxed and reference atom positions (``GoldPair.positions``).
     grid : int
         Grid points per axis.
     voxel_size : float
@@ -276,4 +281,5 @@ def simulate_gold_pair(
         phase=phase.astype(np.float32),
         intensity=intensity.astype(np.float32),
         metadata=metadata,
+        positions=np.stack([relaxed.final, relaxed.reference]).astype(np.float32) if keep_positions else None,
     )
