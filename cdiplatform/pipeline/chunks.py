@@ -19,7 +19,7 @@ import xarray as xr
 from cdiplatform.catalog import STATUS_FAILED, STATUS_OK, open_catalog
 from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage
 
-__all__ = ["ChunkTask", "ChunkOutcome", "scan_rngs", "run_chunk", "fill_value"]
+__all__ = ["ChunkTask", "ChunkOutcome", "failure_reason", "fill_value", "run_chunk", "scan_rngs"]
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ def _compute(task: ChunkTask, inputs: dict[str, xr.Dataset], index: np.ndarray) 
     return result.values, dict(result.failed)
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
+    """An exception as a scan's failure reason: type, message and where it was raised."""
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     where = f" [{Path(frame.filename).name}:{frame.lineno}]" if frame else ""
     return f"{type(exc).__name__}: {exc}{where}"
@@ -156,7 +157,7 @@ def run_chunk(task: ChunkTask) -> ChunkOutcome:
             try:
                 vals, bad = _compute(task, load(one), one)
             except Exception as exc:  # noqa: BLE001
-                failed[pos] = _reason(exc)
+                failed[pos] = failure_reason(exc)
             else:
                 for name in values:
                     values[name][pos] = vals[name][0]

@@ -145,11 +145,10 @@ def _prepare(job: Job, spec: StageSpec, catalog: Path, *, new_run: bool, dry: bo
          "n_scans": plan.n_scans, "chunk": plan.chunk, "model": plan.attrs.get("model")}
     )
     run_id = f"{job.name}-{spec.index}-{spec.stage.name}-{run_hash[:10]}"
-    exists = catalog.exists() and spec.output in open_catalog(catalog)
+    stored = _stored_run(catalog, spec.output)
+    exists = stored is not None
     pending = np.ones(plan.n_scans, dtype=bool)
     if exists:
-        cat = open_catalog(catalog)
-        stored = cat.attrs(spec.output).get("run", {})
         if stored.get("hash") != run_hash:
             if not new_run:
                 raise JobError(
@@ -163,11 +162,19 @@ def _prepare(job: Job, spec: StageSpec, catalog: Path, *, new_run: bool, dry: bo
         elif single:
             pending = np.array([not stored.get("complete", False)])
         else:
-            ds = cat.open(spec.output, chunks=None)
+            ds = open_catalog(catalog).open(spec.output, chunks=None)
             done = ds["done"].values
             status = ds["status"].values
             pending = ~done | (status != STATUS_OK)
     return _Prepared(spec, plan, refs, hashes, run_hash, run_id, exists, pending)
+
+
+def _stored_run(catalog: Path, node: str) -> dict[str, Any] | None:
+    """The run record of an existing output node; None when the catalog or the node does not exist."""
+    if not catalog.exists():
+        return None
+    cat = open_catalog(catalog)
+    return cat.attrs(node).get("run", {}) if node in cat else None
 
 
 def _chunk_bounds(plan: Plan) -> list[tuple[int, int]]:
@@ -199,7 +206,7 @@ def plan_job(job: Job, *, catalog: Path | None = None) -> list[StageReport]:
     for spec in job.stages:
         report = StageReport(spec.label, spec.output)
         waiting = [str(r) for r in spec.inputs.values() if r.catalog is None and r.node in made
-                   and not (catalog.exists() and r.node in open_catalog(catalog))]
+                   and _stored_run(catalog, r.node) is None]
         if waiting:
             report.state = f"waiting for {', '.join(waiting)}"
             reports.append(report)
@@ -214,8 +221,7 @@ def plan_job(job: Job, *, catalog: Path | None = None) -> list[StageReport]:
         if prep.exists:
             report.state = "complete" if report.pending == 0 else "resume"
         else:
-            stored = open_catalog(catalog).attrs(spec.output).get("run", {}) if (
-                catalog.exists() and spec.output in open_catalog(catalog)) else None
+            stored = _stored_run(catalog, spec.output)
             report.state = "new" if stored is None else f"replace run {stored.get('id')} (needs --new-run)"
             report.done = 0
             report.pending = report.n_scans

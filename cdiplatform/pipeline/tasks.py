@@ -9,9 +9,7 @@ hands the stage the arrays of the last checkpoint.
 from __future__ import annotations
 
 import time
-import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +17,7 @@ import numpy as np
 from cdiplatform.catalog import open_catalog
 from cdiplatform.catalog.models import read_model, write_model
 from cdiplatform.catalog.provenance import history_line, now
+from cdiplatform.pipeline.chunks import failure_reason
 
 __all__ = ["NodeWriter", "SingleTask", "run_single"]
 
@@ -67,7 +66,5 @@ def run_single(task: SingleTask) -> dict[str, Any]:
     try:
         summary = task.stage().run(task.params, opened, writer, resume)
     except Exception as exc:  # noqa: BLE001 - reported as the stage's failure; checkpoints stay
-        frame = traceback.extract_tb(exc.__traceback__)[-1]
-        return {"failed": f"{type(exc).__name__}: {exc} [{Path(frame.filename).name}:{frame.lineno}]",
-                "seconds": time.perf_counter() - t0}
+        return {"failed": failure_reason(exc), "seconds": time.perf_counter() - t0}
     return {**summary, "seconds": time.perf_counter() - t0}
