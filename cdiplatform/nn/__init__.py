@@ -4,6 +4,7 @@ Science code only: NumPy arrays and torch tensors in and out, batched along
 the first axis; nothing here knows about Dask or zarr. See ``docs/nn.md``.
 """
 
+from cdiplatform.nn.augment import apply_symmetry, n_symmetries
 from cdiplatform.nn.config import ModelConfig, SchedulePhase, TrainConfig, cdi_nn_2d_config, cdi_nn_3d_config
 from cdiplatform.nn.data import (
     SPLITS,
@@ -34,6 +35,7 @@ __all__ = [
     "TrainConfig",
     "WeightsMismatchError",
     "apply_phase",
+    "apply_symmetry",
     "assemble_training",
     "build_model",
     "cdi_nn_2d_config",
@@ -44,6 +46,7 @@ __all__ = [
     "make_inputs",
     "make_loader",
     "make_targets",
+    "n_symmetries",
     "phase_to_unit",
     "physics_loss",
     "predict",

@@ -42,6 +42,12 @@ MODULE_GROUPS = ("encoder", "shape_decoder", "phase_decoder", "shape_net", "phas
 #: Loss terms that a schedule phase can weight.
 LOSS_TERMS = ("amplitude", "phase", "physics")
 
+#: Activations of the hidden convolutions.
+ACTIVATIONS = ("relu", "leaky_relu")
+
+#: Learning-rate schedules within a phase.
+LR_SCHEDULES = ("constant", "cosine")
+
 
 @dataclass(frozen=True)
 class SchedulePhase:
@@ -101,9 +107,18 @@ class TrainConfig:
         Adam ``(beta1, beta2)``.
     weight_decay : float
         Adam weight decay (L2).
+    lr_schedule : {"constant", "cosine"}
+        ``cosine``: within each phase of ``E`` epochs, epoch ``e`` runs at
+        ``learning_rate * (1 + cos(pi e / E)) / 2``.
     supervised_loss : {"bce", "mae"}
         Per-pixel loss of the amplitude and phase channels: binary
         cross-entropy (CDI NN 2018) or mean absolute error (3D-CDI-NN 2021).
+    augment : bool
+        Apply one random symmetry of the grid (axis flips about the centre
+        ``N // 2`` and axis permutations: 8 in 2D, 48 in 3D) to each training
+        batch, to inputs and targets alike; the diffraction of a flipped or
+        transposed object is the flipped or transposed diffraction, so every
+        augmented pair is exact.
     seed : int
         Seeds the weight initialization and, with the epoch number, the data
         order of every epoch (so resuming reproduces it).
@@ -118,7 +133,9 @@ class TrainConfig:
     learning_rate: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
+    lr_schedule: str = "constant"
     supervised_loss: str = "bce"
+    augment: bool = False
     seed: int = 0
     num_workers: int = 0
     prefetch_factor: int = 4
@@ -131,6 +148,8 @@ class TrainConfig:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         if self.supervised_loss not in ("bce", "mae"):
             raise ValueError(f"supervised_loss must be 'bce' or 'mae', got {self.supervised_loss!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -138,6 +157,14 @@ class TrainConfig:
     def epochs(self) -> int:
         """Total number of epochs over all phases."""
         return sum(p.epochs for p in self.schedule)
+
+    def learning_rate_at(self, epoch: int) -> float:
+        """Learning rate of epoch ``epoch`` (0-based, over the whole schedule)."""
+        if self.lr_schedule == "constant":
+            return self.learning_rate
+        index = self.phase_of_epoch(epoch)
+        start = sum(p.epochs for p in self.schedule[:index])
+        return self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * (epoch - start) / self.schedule[index].epochs))
 
     def phase_of_epoch(self, epoch: int) -> int:
         """Index in :attr:`schedule` of the phase that runs epoch ``epoch`` (0-based)."""
@@ -172,6 +199,13 @@ class ModelConfig:
         Convolutions per level.
     dropout : float
         Dropout probability on the input and after every hidden convolution.
+    activation : {"relu", "leaky_relu"}
+        Activation after every hidden convolution (leaky: slope 0.01).
+    batch_norm : bool
+        Batch normalization between every hidden convolution and its
+        activation. Neither paper's text needs it, but without it the reduced
+        3D-CDI-NN collapses to an all-zero amplitude on CPU-sized training
+        sets (see docs/nn.md).
     input_normalization : str
         How network inputs are made from intensities (see :data:`INPUT_NORMALIZATION`).
     phase_scale, phase_offset : float
@@ -195,6 +229,8 @@ class ModelConfig:
     widths: tuple[int, ...] = (32, 64, 128)
     convs_per_level: int = 2
     dropout: float = 0.0
+    activation: str = "relu"
+    batch_norm: bool = False
     input_normalization: str = INPUT_NORMALIZATION
     phase_scale: float = 2 * math.pi
     phase_offset: float = -math.pi
@@ -217,6 +253,8 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.input_normalization != INPUT_NORMALIZATION:
             raise ValueError(
                 f"unknown input normalization {self.input_normalization!r}; known: {INPUT_NORMALIZATION!r}"
@@ -242,6 +280,8 @@ class ModelConfig:
             "size": self.size,
             "widths": list(self.widths),
             "convs_per_level": self.convs_per_level,
+            "activation": self.activation,
+            "batch_norm": self.batch_norm,
         }
 
     def replace(self, **changes: Any) -> ModelConfig:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cdiplatform.physics.fft import from_far_field
+from cdiplatform.physics.resample import oversampling_ratio
 
 __all__ = [
     "SPLITS",
@@ -198,13 +198,12 @@ def split_by_group(
 
 
 def estimate_oversampling(intensity: np.ndarray, *, ndim: int, threshold: float = 0.05) -> np.ndarray:
-    """Linear oversampling of each scan, from the extent of its autocorrelation.
+    """Linear oversampling of each scan: the geometric mean over the axes of
+    :func:`cdiplatform.physics.oversampling_ratio`.
 
-    The inverse transform of the intensity is the object's autocorrelation,
-    whose extent along an axis is twice the object's. With ``N`` points per
-    axis and an object extent ``d_k`` along axis ``k``, the linear
-    oversampling is the geometric mean of ``N_k / d_k``; for a 2x-oversampled
-    grid (object half the box) it is about 2.
+    The one estimator of the platform: ``prepare`` records the per-axis ratios
+    of measured scans with it, ``assemble_training`` the range a model was
+    trained on, and :func:`cdiplatform.nn.screen_scans` compares the two.
 
     Parameters
     ----------
@@ -212,11 +211,13 @@ def estimate_oversampling(intensity: np.ndarray, *, ndim: int, threshold: float 
     ndim : int
         Number of grid axes.
     threshold : float
-        Fraction of the autocorrelation's maximum that counts as inside.
+        Fraction of the autocorrelation's central value that counts as inside
+        (see :func:`cdiplatform.physics.oversampling_ratio`).
 
     Returns
     -------
-    ndarray, float64, shape ``(scan,)``; ``inf`` for a scan with no signal.
+    ndarray, float64, shape ``(scan,)``: about ``N / a`` for an object ``a``
+    pixels wide on an ``N``-point grid; NaN for a scan without signal.
 
     Notes
     -----
@@ -226,21 +227,9 @@ def estimate_oversampling(intensity: np.ndarray, *, ndim: int, threshold: float 
     reliably, but not 1.5x from 2x.
     """
     intensity = np.clip(np.nan_to_num(np.asarray(intensity, dtype=np.float64)), 0, None)
-    axes = _grid_axes(intensity, ndim)
-    auto = np.abs(from_far_field(intensity, ndim=ndim))
-    peak = auto.max(axis=axes, keepdims=True)
-    inside = auto > threshold * np.where(peak > 0, peak, np.inf)
-    log_ratio = np.zeros(len(intensity))
-    for ax in axes:
-        other = tuple(a for a in axes if a != ax)
-        profile = inside.any(axis=other)  # (scan, N_ax)
-        n = profile.shape[-1]
-        first = np.where(profile.any(-1), np.argmax(profile, axis=-1), n)
-        last = np.where(profile.any(-1), n - 1 - np.argmax(profile[:, ::-1], axis=-1), -1)
-        extent = np.maximum(last - first + 1, 0) / 2.0  # object extent in pixels
-        with np.errstate(divide="ignore"):
-            log_ratio += np.log(n / extent)
-    return np.exp(log_ratio / len(axes))
+    _grid_axes(intensity, ndim)
+    ratios = oversampling_ratio(intensity, ndim=ndim, threshold=threshold)
+    return np.exp(np.log(ratios).mean(axis=-1))
 
 
 def assemble_training(

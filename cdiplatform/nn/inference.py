@@ -83,7 +83,9 @@ def screen_scans(
             sigma = np.asarray(oversampling, dtype=np.float64).reshape(n)
         for i in ok:
             s = sigma[i]
-            if not (lo / tol <= s <= hi * tol):
+            if not np.isfinite(s):
+                out[int(i)] = "oversampling could not be estimated (no autocorrelation support)"
+            elif not (lo / tol <= s <= hi * tol):
                 out[int(i)] = (
                     f"oversampling {s:.2f} outside the model's training range "
                     f"[{lo:.2f}, {hi:.2f}] (tolerance x{tol:g})"

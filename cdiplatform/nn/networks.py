@@ -4,9 +4,9 @@ Both map a batch of normalized diffraction magnitudes, shape ``(B, 1, *grid)``,
 to two sigmoid maps of the same shape: the normalized amplitude and the phase
 channel ``p`` in ``[0, 1]`` (radians through the config's phase mapping).
 
-Encoder level: ``convs_per_level`` x (3x3(x3) conv, ReLU[, dropout]) then 2x
-max pooling. Decoder level (mirrored, widths reversed): ``convs_per_level`` x
-(conv, ReLU[, dropout]) then 2x nearest upsampling. A final one-channel conv
+Encoder level: ``convs_per_level`` x (3x3(x3) conv[, batch norm], ReLU or
+leaky ReLU[, dropout]) then 2x max pooling. Decoder level (mirrored, widths
+reversed): the same convolutions then 2x nearest upsampling. A final one-channel conv
 with a sigmoid gives the output. There are no skip connections.
 """
 
@@ -30,35 +30,40 @@ def _pool(ndim: int):
     return nn.MaxPool2d(2) if ndim == 2 else nn.MaxPool3d(2)
 
 
-def _convs(ndim: int, c_in: int, c_out: int, n: int, dropout: float) -> list[nn.Module]:
+def _convs(config: ModelConfig, c_in: int, c_out: int) -> list[nn.Module]:
+    """``convs_per_level`` x (conv[, batch norm], activation[, dropout])."""
+    ndim = config.ndim
     layers: list[nn.Module] = []
-    for i in range(n):
-        layers += [_conv(ndim)(c_in if i == 0 else c_out, c_out, 3, padding=1), nn.ReLU(inplace=True)]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+    for i in range(config.convs_per_level):
+        layers.append(_conv(ndim)(c_in if i == 0 else c_out, c_out, 3, padding=1))
+        if config.batch_norm:
+            layers.append(nn.BatchNorm2d(c_out) if ndim == 2 else nn.BatchNorm3d(c_out))
+        layers.append(nn.ReLU(inplace=True) if config.activation == "relu" else nn.LeakyReLU(0.01, inplace=True))
+        if config.dropout > 0:
+            layers.append(nn.Dropout(config.dropout))
     return layers
 
 
-def make_encoder(ndim: int, widths: tuple[int, ...], convs: int, dropout: float) -> nn.Sequential:
-    """Input dropout, then one level per width: convs + ReLU, 2x max pooling."""
-    layers: list[nn.Module] = [nn.Dropout(dropout)] if dropout > 0 else []
+def make_encoder(config: ModelConfig) -> nn.Sequential:
+    """Input dropout, then one level per width: convolutions, 2x max pooling."""
+    layers: list[nn.Module] = [nn.Dropout(config.dropout)] if config.dropout > 0 else []
     c_in = 1
-    for w in widths:
-        layers += _convs(ndim, c_in, w, convs, dropout)
-        layers.append(_pool(ndim))
+    for w in config.widths:
+        layers += _convs(config, c_in, w)
+        layers.append(_pool(config.ndim))
         c_in = w
     return nn.Sequential(*layers)
 
 
-def make_decoder(ndim: int, widths: tuple[int, ...], convs: int, dropout: float) -> nn.Sequential:
-    """Mirror of :func:`make_encoder`: convs + ReLU then 2x upsampling per level, last conv + sigmoid."""
+def make_decoder(config: ModelConfig) -> nn.Sequential:
+    """Mirror of :func:`make_encoder`: convolutions then 2x upsampling per level, last conv + sigmoid."""
     layers: list[nn.Module] = []
-    c_in = widths[-1]
-    for w in reversed(widths):
-        layers += _convs(ndim, c_in, w, convs, dropout)
+    c_in = config.widths[-1]
+    for w in reversed(config.widths):
+        layers += _convs(config, c_in, w)
         layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
         c_in = w
-    layers += [_conv(ndim)(c_in, 1, 3, padding=1), nn.Sigmoid()]
+    layers += [_conv(config.ndim)(c_in, 1, 3, padding=1), nn.Sigmoid()]
     return nn.Sequential(*layers)
 
 
@@ -96,9 +101,8 @@ class CDINN2D(CDINetwork):
         if config.arch != "cdi_nn_2d":
             raise ValueError(f"CDINN2D needs arch 'cdi_nn_2d', got {config.arch!r}")
         self.config = config
-        args = (config.ndim, config.widths, config.convs_per_level, config.dropout)
-        self.shape_net = nn.Sequential(make_encoder(*args), make_decoder(*args))
-        self.phase_net = nn.Sequential(make_encoder(*args), make_decoder(*args))
+        self.shape_net = nn.Sequential(make_encoder(config), make_decoder(config))
+        self.phase_net = nn.Sequential(make_encoder(config), make_decoder(config))
 
     @property
     def groups(self) -> dict[str, nn.Module]:
@@ -117,10 +121,9 @@ class CDINN3D(CDINetwork):
         if config.arch != "cdi_nn_3d":
             raise ValueError(f"CDINN3D needs arch 'cdi_nn_3d', got {config.arch!r}")
         self.config = config
-        args = (config.ndim, config.widths, config.convs_per_level, config.dropout)
-        self.encoder = make_encoder(*args)
-        self.shape_decoder = make_decoder(*args)
-        self.phase_decoder = make_decoder(*args)
+        self.encoder = make_encoder(config)
+        self.shape_decoder = make_decoder(config)
+        self.phase_decoder = make_decoder(config)
 
     @property
     def groups(self) -> dict[str, nn.Module]:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cdiplatform.nn.augment import random_symmetry
 from cdiplatform.nn.checkpoint import load_optimizer_arrays, make_checkpoint, restore_rng, split_checkpoint
 from cdiplatform.nn.config import SchedulePhase, TrainConfig
 from cdiplatform.nn.data import BlockDataset, make_loader
@@ -101,6 +102,8 @@ def _run_epoch(
     for batch in loader:
         wait += time.perf_counter() - tick
         x, amp_t, p_t = _batch(batch, device)
+        if optimizer is not None and config.augment:
+            x, amp_t, p_t = random_symmetry((x, amp_t, p_t), ndim=mc.ndim)
         with torch.set_grad_enabled(optimizer is not None):
             amp, p = model(x)
             parts = loss_terms(
@@ -212,6 +215,8 @@ def train(
                         optimizer, {f"optimizer/{k}": v for k, v in saved.get("optimizer", {}).items()}
                     )
                 current = index
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate_at(epoch)
             loader = make_loader(
                 train_data,
                 epoch=epoch,

@@ -35,10 +35,10 @@ def weights_hash(arrays: Mapping[str, np.ndarray]) -> str:
     """
     h = hashlib.sha256()
     for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
+        a = np.asarray(arrays[name])
         h.update(name.encode())
         h.update(b"\0" + a.dtype.str.encode() + b"\0" + repr(a.shape).encode() + b"\0")
-        h.update(a.tobytes())
+        h.update(np.ascontiguousarray(a).tobytes())
     return "sha256:" + h.hexdigest()
 
 
@@ -110,5 +110,6 @@ def load_arrays(
         raise WeightsMismatchError("weights do not fit the model:\n  " + "\n  ".join(problems))
     with torch.no_grad():
         for name, t in state.items():
-            t.copy_(torch.from_numpy(np.ascontiguousarray(arrays[name])))
+            # reshape: ascontiguousarray makes 0-d arrays (batch norm's counters) 1-d
+            t.copy_(torch.from_numpy(np.ascontiguousarray(arrays[name])).reshape(t.shape))
     return model

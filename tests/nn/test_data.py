@@ -15,6 +15,7 @@ from cdiplatform.nn import (
     split_by_group,
     unit_to_phase,
 )
+from cdiplatform.physics import oversampling_ratio
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
@@ -88,6 +89,13 @@ def test_estimate_oversampling(objects, ndim, extent):
     sigma = estimate_oversampling(intensity, ndim=ndim)
     # radii are drawn in [0.7, 1] x extent * size / 2: oversampling within [1, 1/0.7] / extent
     assert np.all(sigma > 0.9 / extent) and np.all(sigma < 1.6 / extent)
+    # one estimator: the same as the per-axis ratios that prepare records, averaged geometrically
+    per_axis = oversampling_ratio(intensity, ndim=ndim, threshold=0.05)
+    np.testing.assert_allclose(sigma, np.prod(per_axis, axis=-1) ** (1 / ndim))
+
+
+def test_estimate_oversampling_without_signal_is_nan():
+    assert np.isnan(estimate_oversampling(np.zeros((1, 8, 8)), ndim=2)).all()
 
 
 def test_assemble_training_orders_splits_contiguously(objects):

@@ -32,7 +32,14 @@ def test_infer_stage_predicts_and_flags_scans(objects, model_node):
     _, _, fit = objects(3, size=32, ndim=2, rng=np.random.default_rng(0), extent=0.45)
     _, _, small = objects(1, size=32, ndim=2, rng=np.random.default_rng(1), extent=0.2)
     intensity = np.concatenate([fit, small, np.zeros((1, 32, 32), np.float32)])
-    ds = xr.Dataset({"intensity": (("scan", "y", "x"), intensity)}, coords={"scan": np.arange(5)})
+    ds = xr.Dataset(
+        {
+            "intensity": (("scan", "y", "x"), intensity),
+            # a per-axis record as prepare writes it (another threshold): not what the model is screened by
+            "oversampling": (("scan", "axis"), np.full((5, 2), 2.2, np.float32)),
+        },
+        coords={"scan": np.arange(5), "axis": ["y", "x"]},
+    )
     stage = get_stage("infer")()
     params = stage.Params(model=model_node, chunk=4, batch_size=2, device="cpu")
     stage.validate(params, {"collection": ds})

@@ -37,6 +37,23 @@ def test_cdi_nn_3d_reduced_forward():
     assert amp.shape == p.shape == (2, 1, 32, 32, 32)
 
 
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_batch_norm_and_leaky_relu_follow_every_hidden_conv(ndim):
+    arch = "cdi_nn_2d" if ndim == 2 else "cdi_nn_3d"
+    config = ModelConfig(arch=arch, ndim=ndim, size=8, widths=(2, 4), batch_norm=True, activation="leaky_relu")
+    model = build_model(config)
+    layers = [m for m in model.modules() if not isinstance(m, torch.nn.Sequential) and m is not model]
+    convs = [i for i, m in enumerate(layers) if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    norm = torch.nn.BatchNorm2d if ndim == 2 else torch.nn.BatchNorm3d
+    hidden = [i for i in convs if not isinstance(layers[i + 1], torch.nn.Sigmoid)]
+    assert len(convs) - len(hidden) == 2  # one output conv per network (2D) or decoder (3D)
+    for i in hidden:
+        assert isinstance(layers[i + 1], norm) and isinstance(layers[i + 2], torch.nn.LeakyReLU)
+    assert not any(isinstance(m, torch.nn.ReLU) for m in layers)
+    with pytest.raises(ValueError, match="activation"):
+        ModelConfig(arch=arch, ndim=ndim, activation="tanh")
+
+
 def test_model_refuses_wrong_input_shape():
     model = build_model(ModelConfig(arch="cdi_nn_2d", ndim=2, size=16, widths=(4, 8)))
     with pytest.raises(ValueError, match=r"\(B, 1, 16, 16\)"):

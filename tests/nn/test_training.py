@@ -15,9 +15,20 @@ from cdiplatform.nn import (
 )
 
 
-def _tiny_3d(epochs=(1, 1, 1, 1), **kw):
+def _tiny_3d(epochs=(1, 1, 1, 1), *, model=None, **kw):
     config = cdi_nn_3d_config(epochs=epochs, batch_size=4, learning_rate=3e-3, seed=3, **kw)
-    return config.replace(size=8, widths=(2, 4))
+    return config.replace(size=8, widths=(2, 4), **(model or {}))
+
+
+#: the plain paper network, and the options the reduced 3D model trains with
+VARIANTS = {
+    "plain": {},
+    "batchnorm_leaky_augment_cosine": {
+        "model": {"batch_norm": True, "activation": "leaky_relu"},
+        "augment": True,
+        "lr_schedule": "cosine",
+    },
+}
 
 
 def _data(objects, *, ndim, size, n=24, seed=0):
@@ -68,8 +79,9 @@ def test_schedule_changes_only_the_trained_groups(objects):
 
 
 @pytest.mark.parametrize("kill_after", [1, 3, 5])  # mid-phase, at a phase boundary, in the last phase
-def test_resume_from_checkpoint_equals_uninterrupted(objects, kill_after):
-    config = _tiny_3d(epochs=(2, 1, 1, 2))
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_resume_from_checkpoint_equals_uninterrupted(objects, kill_after, variant):
+    config = _tiny_3d(epochs=(2, 1, 1, 2), **VARIANTS[variant])
     train_ds, val_ds = _data(objects, ndim=3, size=8)
 
     full = build_model(config)
@@ -173,3 +185,17 @@ def test_checkpoint_survives_a_zarr_round_trip(objects, tmp_path):
         torch.equal(a, b)
         for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True)
     )
+
+
+def test_cosine_schedule_sets_the_learning_rate_per_epoch():
+    config = TrainConfig(
+        schedule=(SchedulePhase("a", 4, ("encoder",), {"amplitude": 1}), SchedulePhase("b", 2, ("encoder",), {})),
+        learning_rate=1e-3,
+        lr_schedule="cosine",
+    )
+    lrs = [config.learning_rate_at(e) for e in range(6)]
+    np.testing.assert_allclose(lrs, [1e-3, 0.5e-3 * (1 + np.cos(np.pi / 4)), 0.5e-3, 0.5e-3 * (1 - np.cos(np.pi / 4)),
+                                     1e-3, 0.5e-3])
+    assert TrainConfig(schedule=config.schedule).learning_rate_at(5) == 1e-3
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(schedule=config.schedule, lr_schedule="step")

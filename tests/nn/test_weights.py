@@ -58,6 +58,9 @@ def test_refuses_other_architecture_naming_the_field():
         WeightsMismatchError, match=r"architecture widths: model has \[4, 16\], weights are for \[4, 8\]"
     ):
         load_arrays(build_model(other), arrays, SMALL_2D)
+    normed = SMALL_2D.replace(batch_norm=True)
+    with pytest.raises(WeightsMismatchError, match=r"architecture batch_norm: model has True, weights are for False"):
+        load_arrays(build_model(normed), arrays, SMALL_2D)
 
 
 def test_refuses_wrong_shape_missing_and_extra_keys_naming_them():

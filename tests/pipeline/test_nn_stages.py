@@ -44,6 +44,11 @@ arch = "cdi_nn_2d"
 epochs = [{epochs}]
 widths = [4, 8, 16]
 batch_size = 32
+# the options the shipped 3D model trains with: they must resume exactly too
+batch_norm = true
+activation = "leaky_relu"
+augment = true
+lr_schedule = "cosine"
 
 [[stage]]
 stage = "infer"
@@ -92,6 +97,7 @@ def test_assemble_train_infer(client, tmp_path):
     assert len(attrs["training_history"]["train_loss"]) == 2
     assert attrs["training_set"]["node"].endswith("training/c2d")
     assert attrs["config"]["widths"] == [4, 8, 16] and attrs["config"]["oversampling"]
+    assert attrs["config"]["batch_norm"] and attrs["config"]["training"]["augment"]
     assert all(isinstance(v, np.ndarray) for v in weights.values()) and weights
 
     result = cat.open("results/nn").load()

@@ -1,14 +1,16 @@
-"""Stage ``infer``: batched NN inference over a scan collection (DRAFT by the nn engineer).
+"""Stage ``infer``: batched NN inference over a scan collection.
 
 Reads ``intensity`` of the input collection, refuses scans whose grid,
 signal or oversampling do not fit the model (recorded as failed, with the
 reason), and writes ``amplitude`` (normalized, max 1), ``phase`` (radians)
 and ``support`` on the collection's grid.
 
-The model is named by the ``model`` parameter (``CATALOG:models/<id>``);
-reading it from the catalog is :func:`load_model_node`'s job (to be written
-by the catalog side); it must return ``(weights, config, weights_hash)``
-with ``weights`` a ``dict[str, ndarray]`` and ``config`` the model config dict.
+The model is named by the ``model`` parameter (``CATALOG:models/<id>``) and
+read by :func:`cdiplatform.catalog.load_model_arrays`, its architecture and
+weights hash checked. The oversampling is estimated from the very intensity
+fed to the network, with the estimator (and threshold) that measured the
+model's training data (:func:`cdiplatform.nn.estimate_oversampling`), not
+taken from the collection's own ``oversampling`` record.
 """
 
 from __future__ import annotations
@@ -26,18 +28,6 @@ from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage, Var, register, 
 GRID_DIMS = {2: ("y", "x"), 3: ("z", "y", "x")}
 
 
-def load_model_node(ref: str) -> tuple[dict[str, np.ndarray], dict[str, Any], str | None]:
-    """``(weights, config, weights_hash)`` of the model node ``ref``; provided by the catalog side."""
-    from cdiplatform import catalog
-
-    loader = getattr(catalog, "load_model_arrays", None)
-    if loader is None:
-        raise NotImplementedError(
-            "cdiplatform.catalog.load_model_arrays(ref) -> (weights, config, hash) is not written yet"
-        )
-    return loader(ref)
-
-
 def model_record(ref: str) -> dict[str, Any]:
     """Node, weights hash and architecture of the model ``ref``: its identity in provenance and run ids."""
     from cdiplatform.catalog import CatalogError, open_catalog, parse_node_ref
@@ -53,11 +43,11 @@ def model_record(ref: str) -> dict[str, Any]:
 @functools.lru_cache(maxsize=2)
 def _model(ref: str, device: str):
     """The loaded network, cached per worker process (one load per model and device)."""
+    from cdiplatform.catalog import load_model_arrays
     from cdiplatform.nn import load_model
 
-    weights, config, digest = load_model_node(ref)
+    weights, config, digest = load_model_arrays(ref)
     return load_model(weights, config, expected_hash=digest, device=device)
-
 
 
 @register
@@ -130,10 +120,7 @@ class Infer(Stage):
         intensity = np.asarray(ds["intensity"].values)
         n, grid = intensity.shape[0], intensity.shape[1:]
         model = _model(params.model, resolve_device(params.device))
-        oversampling = (
-            ds["oversampling"].values if "oversampling" in ds.coords or "oversampling" in ds else None
-        )
-        failed = screen_scans(model.config, intensity, oversampling=oversampling)
+        failed = screen_scans(model.config, intensity)
         ok = np.array([i for i in range(n) if i not in failed], dtype=np.int64)
         amplitude = np.full((n, *grid), np.nan, dtype=np.float32)
         phase = np.full((n, *grid), np.nan, dtype=np.float32)

@@ -38,7 +38,8 @@ def model_config(params: Any, *, oversampling: tuple[float, float] | None):
     """The :class:`~cdiplatform.nn.ModelConfig` that ``params`` describe."""
     from cdiplatform.nn import cdi_nn_2d_config, cdi_nn_3d_config
 
-    training: dict[str, Any] = {"learning_rate": params.learning_rate, "seed": params.seed,
+    training: dict[str, Any] = {"learning_rate": params.learning_rate, "lr_schedule": params.lr_schedule,
+                                "augment": params.augment, "seed": params.seed,
                                 "num_workers": params.num_workers}
     if params.batch_size:
         training["batch_size"] = params.batch_size
@@ -47,9 +48,12 @@ def model_config(params: Any, *, oversampling: tuple[float, float] | None):
     else:
         config = cdi_nn_3d_config(reduced=params.reduced, epochs=tuple(params.epochs),
                                   physics_weight=params.physics_weight, **training)
-    changes: dict[str, Any] = {"oversampling": oversampling}
+    changes: dict[str, Any] = {"oversampling": oversampling, "batch_norm": params.batch_norm,
+                               "activation": params.activation}
     if params.widths:
         changes["widths"] = tuple(params.widths)
+    if params.dropout is not None:
+        changes["dropout"] = params.dropout
     return config.replace(**changes)
 
 
@@ -75,6 +79,16 @@ class Train(TaskStage):
         #: 0: the paper's batch (256 in 2D, 32 in 3D)
         batch_size: int = 0
         learning_rate: float = 1e-3
+        #: "constant" or "cosine" (decays to 0 over each phase of the schedule)
+        lr_schedule: str = "constant"
+        #: a random flip/transpose of the grid per training batch (exact for diffraction data)
+        augment: bool = False
+        #: batch normalization after every hidden convolution
+        batch_norm: bool = False
+        #: "relu" or "leaky_relu"
+        activation: str = "relu"
+        #: dropout on the input and hidden convolutions; unset: the paper's (0 in 2D, 0.1 in 3D)
+        dropout: float | None = None
         #: weight of the physics-aware term (3D)
         physics_weight: float = 1.0
         seed: int = 0
