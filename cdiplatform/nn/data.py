@@ -201,9 +201,11 @@ def estimate_oversampling(intensity: np.ndarray, *, ndim: int, threshold: float 
     """Linear oversampling of each scan: the geometric mean over the axes of
     :func:`cdiplatform.physics.oversampling_ratio`.
 
-    The one estimator of the platform: ``prepare`` records the per-axis ratios
-    of measured scans with it, ``assemble_training`` the range a model was
-    trained on, and :func:`cdiplatform.nn.screen_scans` compares the two.
+    The platform has one oversampling estimator: ``prepare`` and
+    ``network_input`` record its per-axis ratios (threshold 0.02);
+    ``assemble_training`` records this mean for the training range of a model
+    and :func:`cdiplatform.nn.screen_scans` measures a scan the same way
+    (threshold 0.05, less sensitive to the noise floor of measured data).
 
     Parameters
     ----------

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import xarray as xr
 
 from cdiplatform import open_catalog
@@ -40,10 +41,16 @@ def test_the_prepared_scan_is_centred_on_its_bragg_peak():
     assert cube[32, 32, 32] > 0.9 * cube.max()
 
 
-def test_the_shipped_2d_model_loads_without_pickle():
+@pytest.mark.parametrize("node,grid", [("models/cdi_nn_2d", (32, 32)), ("models/cdi_nn_3d_reduced", (32, 32, 32))])
+def test_the_shipped_models_load_without_pickle(node, grid):
+    import torch
+
     from cdiplatform.nn import load_model
 
-    weights, config, digest = load_model_arrays(f"{EXAMPLES}:models/cdi_nn_2d")
-    model = load_model(weights, config, expected_hash=digest)
-    out = model(__import__("torch").rand(2, 1, 32, 32))
-    assert all(np.isfinite(o.detach().numpy()).all() for o in out)
+    weights, config, digest = load_model_arrays(f"{EXAMPLES}:{node}")
+    model = load_model(weights, config, expected_hash=digest).eval()
+    with torch.inference_mode():
+        out = model(torch.rand(2, 1, *grid))
+    assert all(np.isfinite(o.numpy()).all() for o in out)
+    attrs = open_catalog(EXAMPLES).attrs(node)
+    assert attrs["run"]["complete"] and attrs["training_history"]["val_loss"]
