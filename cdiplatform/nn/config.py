@@ -113,6 +113,10 @@ class TrainConfig:
     supervised_loss : {"bce", "mae"}
         Per-pixel loss of the amplitude and phase channels: binary
         cross-entropy (CDI NN 2018) or mean absolute error (3D-CDI-NN 2021).
+    phase_weighting : {"uniform", "amplitude"}
+        ``amplitude``: the phase term is a mean weighted by the target
+        amplitude (the phase counts where there is matter), not a mean over
+        the whole grid.
     augment : bool
         Apply one random symmetry of the grid (axis flips about the centre
         ``N // 2`` and axis permutations: 8 in 2D, 48 in 3D) to each training
@@ -135,6 +139,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
     supervised_loss: str = "bce"
+    phase_weighting: str = "uniform"
     augment: bool = False
     seed: int = 0
     num_workers: int = 0
@@ -148,6 +153,8 @@ class TrainConfig:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         if self.supervised_loss not in ("bce", "mae"):
             raise ValueError(f"supervised_loss must be 'bce' or 'mae', got {self.supervised_loss!r}")
+        if self.phase_weighting not in ("uniform", "amplitude"):
+            raise ValueError(f"phase_weighting must be 'uniform' or 'amplitude', got {self.phase_weighting!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.batch_size < 1:

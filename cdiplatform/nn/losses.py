@@ -77,13 +77,20 @@ def physics_loss(
     return (pred - target).abs().mean()
 
 
-def supervised_loss(pred: torch.Tensor, target: torch.Tensor, *, kind: str) -> torch.Tensor:
-    """Per-pixel loss, mean over everything: ``"bce"`` (binary cross-entropy) or ``"mae"``."""
+def supervised_loss(
+    pred: torch.Tensor, target: torch.Tensor, *, kind: str, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-pixel loss, ``"bce"`` (binary cross-entropy) or ``"mae"``: the mean over
+    everything, or with ``weight`` (same shape) the weighted mean ``sum(w l) / sum(w)``."""
     if kind == "bce":
-        return F.binary_cross_entropy(pred, target)
-    if kind == "mae":
-        return (pred - target).abs().mean()
-    raise ValueError(f"unknown supervised loss {kind!r}; known: 'bce', 'mae'")
+        per_pixel = F.binary_cross_entropy(pred, target, reduction="none")
+    elif kind == "mae":
+        per_pixel = (pred - target).abs()
+    else:
+        raise ValueError(f"unknown supervised loss {kind!r}; known: 'bce', 'mae'")
+    if weight is None:
+        return per_pixel.mean()
+    return (per_pixel * weight).sum() / weight.sum().clamp_min(_EPS)
 
 
 def loss_terms(
@@ -98,13 +105,20 @@ def loss_terms(
     terms: tuple[str, ...] = ("amplitude", "phase", "physics"),
     phase_scale: float = 2 * math.pi,
     phase_offset: float = -math.pi,
+    phase_weighting: str = "uniform",
 ) -> dict[str, torch.Tensor]:
-    """The requested loss terms (``amplitude``, ``phase``, ``physics``) for one batch, as scalar tensors."""
+    """The requested loss terms (``amplitude``, ``phase``, ``physics``) for one batch, as scalar tensors.
+
+    ``phase_weighting="amplitude"`` weighs the phase term per voxel by the
+    target amplitude: the phase of empty space is undefined, and a uniform
+    mean over a grid that is mostly empty is minimized by a constant phase.
+    """
     out: dict[str, torch.Tensor] = {}
     if "amplitude" in terms:
         out["amplitude"] = supervised_loss(amplitude, amplitude_target, kind=kind)
     if "phase" in terms:
-        out["phase"] = supervised_loss(p, p_target, kind=kind)
+        weight = amplitude_target if phase_weighting == "amplitude" else None
+        out["phase"] = supervised_loss(p, p_target, kind=kind, weight=weight)
     if "physics" in terms:
         out["physics"] = physics_loss(
             inputs, amplitude, p, ndim=ndim, phase_scale=phase_scale, phase_offset=phase_offset

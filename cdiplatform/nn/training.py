@@ -114,6 +114,7 @@ def _run_epoch(
                 p_t,
                 ndim=mc.ndim,
                 kind=config.supervised_loss,
+                phase_weighting=config.phase_weighting,
                 terms=terms,
                 phase_scale=mc.phase_scale,
                 phase_offset=mc.phase_offset,

@@ -200,6 +200,7 @@ def align(
     ramp: bool = False,
     offset: bool = True,
     weight=None,
+    subpixel: bool = True,
 ) -> Alignment:
     """Align a complex object on a reference (one pair, no batch axes).
 
@@ -215,6 +216,9 @@ def align(
         Which ambiguities to remove.
     weight : array, optional
         Weights of the phase-offset fit (for example the true support).
+    subpixel : bool
+        Refine the shift below a pixel (a Fourier shift, which rings at sharp
+        edges); ``False``: whole pixels only (an exact roll).
     """
     mov, ref = _np(moving), _np(reference)
     if mov.shape != ref.shape:
@@ -234,6 +238,8 @@ def align(
         if tbest > best:
             mov, corr, twinned = t, tcorr, True
     s = _subpixel_peak(corr) if shift else np.zeros(mov.ndim)
+    if not subpixel:
+        s = np.round(s)
     if shift:
         mov = shift_object(mov, s)
     k = np.zeros(mov.ndim)

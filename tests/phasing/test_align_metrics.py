@@ -125,3 +125,16 @@ def test_chi_square_and_llk(truth):
 def test_align_refuses_shape_mismatch(truth):
     with pytest.raises(ValueError, match="cannot align"):
         align(truth, truth[:8])
+
+
+@pytest.mark.parametrize("shift", [(2.0, -3.0), (0.0, 1.0)])
+def test_whole_pixel_alignment_is_exact_and_never_fractional(truth, shift):
+    obj = twin(np.roll(truth, [int(s) for s in shift], axis=(0, 1)) * np.exp(0.7j))
+    cmp = compare_with_truth(obj, np.abs(truth), np.angle(truth), subpixel=False)
+    assert cmp.alignment.twinned
+    assert np.all(cmp.alignment.shift == np.round(cmp.alignment.shift))
+    assert cmp.amplitude_error < 1e-9 and cmp.phase_error < 1e-9
+    # a real object that is only a little off-centre: no fractional shift, so no ringing at its edge
+    slightly = shift_object(np.abs(truth).astype(complex), (0.3, -0.2))
+    al = align(slightly, np.abs(truth).astype(complex), subpixel=False)
+    assert np.all(al.shift == 0) and np.allclose(np.abs(al.obj), np.abs(slightly))

@@ -39,7 +39,8 @@ def model_config(params: Any, *, oversampling: tuple[float, float] | None):
     from cdiplatform.nn import cdi_nn_2d_config, cdi_nn_3d_config
 
     training: dict[str, Any] = {"learning_rate": params.learning_rate, "lr_schedule": params.lr_schedule,
-                                "augment": params.augment, "seed": params.seed,
+                                "augment": params.augment, "phase_weighting": params.phase_weighting,
+                                "seed": params.seed,
                                 "num_workers": params.num_workers}
     if params.batch_size:
         training["batch_size"] = params.batch_size
@@ -83,6 +84,8 @@ class Train(TaskStage):
         lr_schedule: str = "constant"
         #: a random flip/transpose of the grid per training batch (exact for diffraction data)
         augment: bool = False
+        #: "uniform" or "amplitude" (the phase loss weighted by the target amplitude)
+        phase_weighting: str = "uniform"
         #: batch normalization after every hidden convolution
         batch_norm: bool = False
         #: "relu" or "leaky_relu"
