@@ -74,8 +74,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=987654321)
     parser.add_argument("--baseline-n", type=int, default=4096, help="objects averaged into the 2D baseline")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
     weights, config, digest = load_model_arrays(args.model)
     model = load_model(weights, config, expected_hash=digest)

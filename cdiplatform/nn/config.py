@@ -48,6 +48,9 @@ ACTIVATIONS = ("relu", "leaky_relu")
 #: Learning-rate schedules within a phase.
 LR_SCHEDULES = ("constant", "cosine")
 
+#: Weightings of the phase loss term over the grid.
+PHASE_WEIGHTINGS = ("uniform", "amplitude")
+
 
 @dataclass(frozen=True)
 class SchedulePhase:
@@ -153,8 +156,8 @@ class TrainConfig:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         if self.supervised_loss not in ("bce", "mae"):
             raise ValueError(f"supervised_loss must be 'bce' or 'mae', got {self.supervised_loss!r}")
-        if self.phase_weighting not in ("uniform", "amplitude"):
-            raise ValueError(f"phase_weighting must be 'uniform' or 'amplitude', got {self.phase_weighting!r}")
+        if self.phase_weighting not in PHASE_WEIGHTINGS:
+            raise ValueError(f"phase_weighting must be one of {PHASE_WEIGHTINGS}, got {self.phase_weighting!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.batch_size < 1:
