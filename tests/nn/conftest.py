@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from cdiplatform.physics.fft import diffraction_intensity
+from cdiplatform.testing.threads import one_torch_thread  # noqa: F401 - autouse: one torch thread per test
 
 
 def synthetic_objects(n: int, *, size: int, ndim: int, rng: np.random.Generator, extent: float = 0.5):
@@ -28,14 +28,6 @@ def synthetic_objects(n: int, *, size: int, ndim: int, rng: np.random.Generator,
         phase[i] = np.angle(np.exp(1j * phase[i]))
     intensity = diffraction_intensity(amplitude * np.exp(1j * phase), ndim=ndim)
     return amplitude.astype(np.float32), phase.astype(np.float32), intensity.astype(np.float32)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-import torch
 
 from cdiplatform.physics.fft import far_field
+from cdiplatform.testing.threads import one_torch_thread  # noqa: F401 - autouse: one torch thread per test
 
 
 def smooth_convex_object(rng: np.random.Generator, size: int, grid: int, ndim: int = 2) -> np.ndarray:
@@ -30,14 +30,6 @@ def smooth_convex_object(rng: np.random.Generator, size: int, grid: int, ndim: i
 def make_object():
     """The generator of smooth convex test objects, ``make_object(rng, size, grid, ndim=2)``."""
     return smooth_convex_object
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture
