@@ -106,8 +106,17 @@ def main() -> None:
         stats[name] = {"chi_median": float(np.median(arr[:, 0])), "shape_error_median": float(np.median(arr[:, 1])),
                        "phase_error_median": float(np.median(arr[:, 2]))}
     ratio = {k: stats["nn"][k] / stats["baseline"][k] for k in stats["nn"]}
+    # scans whose true phase varies (strained crystals; every 2D object) apart from flat-phase ones (controls)
+    support = test["amplitude"] > 0.1 * test["amplitude"].max(axis=axes_, keepdims=True)
+    varies = np.array([np.std(test["phase"][i][support[i]]) > 0.01 for i in range(n)])
+    phase_rms = [float(np.std(test["phase"][i][support[i]])) for i in range(n)]
+    by_phase = {
+        label: {"n": int(pick.sum()), "true_phase_rms_median": float(np.median(np.asarray(phase_rms)[pick])),
+                **{f"{name}_phase_error_median": float(np.median(np.asarray(rows[name])[pick, 2])) for name in rows}}
+        for label, pick in (("varying_phase", varies), ("flat_phase", ~varies)) if pick.any()
+    }
     print(json.dumps({"model": args.model, "weights_hash": digest, "n": n, "medians": stats,
-                      "nn_over_baseline": ratio}, indent=1))
+                      "nn_over_baseline": ratio, "by_true_phase": by_phase}, indent=1))
 
     args.out.mkdir(parents=True, exist_ok=True)
     name = args.model.rsplit("/", 1)[-1]

@@ -19,7 +19,7 @@ from cdiplatform.nn.data import (
     unit_to_phase,
 )
 from cdiplatform.nn.inference import load_model, predict, screen_scans
-from cdiplatform.nn.losses import physics_loss, supervised_loss
+from cdiplatform.nn.losses import physics_loss, supervised_loss, twin_targets
 from cdiplatform.nn.networks import CDINN2D, CDINN3D, CDINetwork, build_model
 from cdiplatform.nn.training import apply_phase, train
 from cdiplatform.nn.weights import WeightsMismatchError, load_arrays, state_to_arrays, weights_hash
@@ -55,6 +55,7 @@ __all__ = [
     "state_to_arrays",
     "supervised_loss",
     "train",
+    "twin_targets",
     "unit_to_phase",
     "weights_hash",
 ]

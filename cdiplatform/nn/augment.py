@@ -8,7 +8,9 @@ three. With the platform's centring, the flip about ``N // 2`` is
 ``i -> 2 (N // 2) - i``: reverse, then, on an even grid, roll by one.
 
 A symmetry is numbered ``k`` in ``range(n_symmetries(ndim))``: ``k % ndim!``
-picks the axis permutation, the bits of ``k // ndim!`` the flipped axes.
+picks the axis permutation, the bits of ``k // ndim!`` the flipped axes;
+:func:`inversion` is the number of ``r -> -r`` (every axis flipped), the
+reflection that with complex conjugation makes the twin of an object.
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ import math
 
 import torch
 
-__all__ = ["apply_symmetry", "n_symmetries", "random_symmetry"]
+__all__ = ["apply_symmetry", "inversion", "n_symmetries", "random_symmetry"]
 
 
 def n_symmetries(ndim: int) -> int:
     """Number of grid symmetries: ``ndim! * 2**ndim`` (8 in 2D, 48 in 3D)."""
     return math.factorial(ndim) * 2**ndim
+
+
+def inversion(ndim: int) -> int:
+    """Number of the symmetry ``r -> -r`` about the grid centre (no transpose, every axis flipped)."""
+    return math.factorial(ndim) * (2**ndim - 1)
 
 
 def apply_symmetry(x: torch.Tensor, k: int, *, ndim: int) -> torch.Tensor:

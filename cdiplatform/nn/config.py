@@ -126,6 +126,11 @@ class TrainConfig:
         batch, to inputs and targets alike; the diffraction of a flipped or
         transposed object is the flipped or transposed diffraction, so every
         augmented pair is exact.
+    twin_invariant : bool
+        Take the supervised terms of each scan against its target or the
+        target's twin ``conj(rho(-r))``, whichever is closer (see
+        :func:`cdiplatform.nn.loss_terms`): the two diffract identically, and
+        with a fixed target the network learns a blur of both.
     seed : int
         Seeds the weight initialization and, with the epoch number, the data
         order of every epoch (so resuming reproduces it).
@@ -144,6 +149,7 @@ class TrainConfig:
     supervised_loss: str = "bce"
     phase_weighting: str = "uniform"
     augment: bool = False
+    twin_invariant: bool = False
     seed: int = 0
     num_workers: int = 0
     prefetch_factor: int = 4

@@ -115,6 +115,7 @@ def _run_epoch(
                 ndim=mc.ndim,
                 kind=config.supervised_loss,
                 phase_weighting=config.phase_weighting,
+                twin_invariant=config.twin_invariant,
                 terms=terms,
                 phase_scale=mc.phase_scale,
                 phase_offset=mc.phase_offset,

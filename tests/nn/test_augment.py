@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from cdiplatform.nn import apply_symmetry, n_symmetries
+from cdiplatform.nn.augment import inversion
 from cdiplatform.physics import far_field
 
 
@@ -31,3 +32,12 @@ def test_flip_keeps_the_centre_voxel_and_symmetry_zero_is_identity():
     assert flipped[0, 4, 3] == 1.0
     with pytest.raises(ValueError, match="outside 0..7"):
         apply_symmetry(x, 8, ndim=2)
+
+
+@pytest.mark.parametrize("ndim,size", [(2, 8), (2, 7), (3, 6)])
+def test_inversion_maps_r_to_minus_r_about_the_centre(ndim, size):
+    x = torch.arange(size**ndim, dtype=torch.float64).reshape((1,) + (size,) * ndim)
+    centre = size // 2
+    index = (0,) + tuple(np.random.default_rng(0).integers(0, size, ndim))
+    mirrored = (0,) + tuple((2 * centre - i) % size for i in index[1:])
+    assert apply_symmetry(x, inversion(ndim), ndim=ndim)[mirrored] == x[index]

@@ -23,10 +23,12 @@ def _tiny_3d(epochs=(1, 1, 1, 1), *, model=None, **kw):
 #: the plain paper network, and the options the reduced 3D model trains with
 VARIANTS = {
     "plain": {},
-    "batchnorm_leaky_augment_cosine": {
+    "batchnorm_leaky_augment_cosine_twin": {
         "model": {"batch_norm": True, "activation": "leaky_relu"},
         "augment": True,
         "lr_schedule": "cosine",
+        "phase_weighting": "amplitude",
+        "twin_invariant": True,
     },
 }
 

@@ -49,6 +49,7 @@ batch_norm = true
 activation = "leaky_relu"
 augment = true
 lr_schedule = "cosine"
+twin_invariant = true
 
 [[stage]]
 stage = "infer"
@@ -98,6 +99,7 @@ def test_assemble_train_infer(client, tmp_path):
     assert attrs["training_set"]["node"].endswith("training/c2d")
     assert attrs["config"]["widths"] == [4, 8, 16] and attrs["config"]["oversampling"]
     assert attrs["config"]["batch_norm"] and attrs["config"]["training"]["augment"]
+    assert attrs["config"]["training"]["twin_invariant"]
     assert all(isinstance(v, np.ndarray) for v in weights.values()) and weights
 
     result = cat.open("results/nn").load()

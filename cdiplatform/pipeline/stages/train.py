@@ -40,6 +40,7 @@ def model_config(params: Any, *, oversampling: tuple[float, float] | None):
 
     training: dict[str, Any] = {"learning_rate": params.learning_rate, "lr_schedule": params.lr_schedule,
                                 "augment": params.augment, "phase_weighting": params.phase_weighting,
+                                "twin_invariant": params.twin_invariant,
                                 "seed": params.seed,
                                 "num_workers": params.num_workers}
     if params.batch_size:
@@ -86,6 +87,9 @@ class Train(TaskStage):
         augment: bool = False
         #: "uniform" or "amplitude" (the phase loss weighted by the target amplitude)
         phase_weighting: str = "uniform"
+        #: supervised terms against the target or its twin conj(rho(-r)), whichever is closer
+        #: (the two diffract identically; with a fixed target the network learns a blur of both)
+        twin_invariant: bool = False
         #: batch normalization after every hidden convolution
         batch_norm: bool = False
         #: "relu" or "leaky_relu"
