@@ -129,7 +129,7 @@ class TrainConfig:
     twin_invariant : bool
         Take the supervised terms of each scan against its target or the
         target's twin ``conj(rho(-r))``, whichever is closer (see
-        :func:`cdiplatform.nn.loss_terms`): the two diffract identically, and
+        :func:`cdiplatform.nn.losses.loss_terms`): the two diffract identically, and
         with a fixed target the network learns a blur of both.
     seed : int
         Seeds the weight initialization and, with the epoch number, the data

@@ -13,11 +13,11 @@ input) and positive for any prediction whose diffraction differs in shape.
 The twin ambiguity: an object ``rho(r)`` and its twin ``conj(rho(-r))``
 diffract identically, so the input cannot tell which of the two a target is.
 With a fixed target the loss-optimal prediction is a blur of both.
-``loss_terms(..., twin_invariant=True)`` takes the
-supervised terms of each scan against whichever of the pair the prediction
-is closer to (by the sum of its amplitude and phase terms, so that the shape
-and the phase it is compared with belong to one object); the physics term
-needs nothing, it is twin-invariant by construction.
+``loss_terms(..., twin_invariant=True)`` takes the supervised terms of each
+scan against whichever of the pair the prediction is closer to (by the sum of
+its amplitude and phase terms, so that the shape and the phase it is compared
+with belong to one object); the physics term needs nothing, it is
+twin-invariant by construction.
 """
 
 from __future__ import annotations
