@@ -108,11 +108,12 @@ def main() -> None:
     ratio = {k: stats["nn"][k] / stats["baseline"][k] for k in stats["nn"]}
     # scans whose true phase varies (strained crystals; every 2D object) apart from flat-phase ones (controls)
     support = test["amplitude"] > 0.1 * test["amplitude"].max(axis=axes_, keepdims=True)
-    varies = np.array([np.std(test["phase"][i][support[i]]) > 0.01 for i in range(n)])
-    phase_rms = [float(np.std(test["phase"][i][support[i]])) for i in range(n)]
+    phase_rms = np.array([np.std(test["phase"][i][support[i]]) for i in range(n)])
+    varies = phase_rms > 0.01
+    phase_errors = {name: np.asarray(values)[:, 2] for name, values in rows.items()}
     by_phase = {
-        label: {"n": int(pick.sum()), "true_phase_rms_median": float(np.median(np.asarray(phase_rms)[pick])),
-                **{f"{name}_phase_error_median": float(np.median(np.asarray(rows[name])[pick, 2])) for name in rows}}
+        label: {"n": int(pick.sum()), "true_phase_rms_median": float(np.median(phase_rms[pick])),
+                **{f"{name}_phase_error_median": float(np.median(err[pick])) for name, err in phase_errors.items()}}
         for label, pick in (("varying_phase", varies), ("flat_phase", ~varies)) if pick.any()
     }
     print(json.dumps({"model": args.model, "weights_hash": digest, "n": n, "medians": stats,
