@@ -338,8 +338,7 @@ def cdi_nn_2d_config(
                 "shape_and_phase", epochs, ("shape_net", "phase_net"), {"amplitude": 1.0, "phase": 1.0}
             ),
         ),
-        supervised_loss="bce",
-        **{"batch_size": 256, **training},
+        **{"batch_size": 256, "supervised_loss": "bce", **training},
     )
     return ModelConfig(arch="cdi_nn_2d", ndim=2, size=32, widths=widths, dropout=0.0, training=train)
 
@@ -366,6 +365,6 @@ def cdi_nn_3d_config(
         SchedulePhase("encoder_phase", epochs[2], ("encoder", "phase_decoder"), phase),
         SchedulePhase("all", epochs[3], ("encoder", "shape_decoder", "phase_decoder"), everything),
     )
-    train = TrainConfig(schedule=schedule, supervised_loss="mae", **{"batch_size": 32, **training})
+    train = TrainConfig(schedule=schedule, **{"batch_size": 32, "supervised_loss": "mae", **training})
     widths = (8, 16, 32) if reduced else (64, 128, 256)
     return ModelConfig(arch="cdi_nn_3d", ndim=3, size=32, widths=widths, dropout=0.1, training=train)

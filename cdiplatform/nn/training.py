@@ -10,6 +10,9 @@ and RNG states are restored. The torch RNG (dropout) is seeded from the
 config's seed at the start of a fresh run and forked, so the caller's torch
 RNG state is left as it was. On CPU, call with ``deterministic=True``
 (``torch.use_deterministic_algorithms(True)`` for the duration of the call).
+On a GPU the same flag picks deterministic kernels where torch has them and
+only warns for the rest (the backward pass of 3D max pooling has none), so a
+GPU training runs, but its resume is not bit-exact.
 """
 
 from __future__ import annotations
@@ -68,16 +71,17 @@ def apply_phase(model: CDINetwork, phase: SchedulePhase) -> list[torch.nn.Parame
 
 
 @contextlib.contextmanager
-def _deterministic(on: bool):
+def _deterministic(on: bool, device: torch.device):
     if not on:
         yield
         return
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    # CUDA lacks deterministic kernels for some ops used here (max_pool3d backward): warn, do not fail
+    torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(before)
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def _batch(batch: Mapping[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -170,7 +174,9 @@ def train(
         A checkpoint from an earlier call with the same model config and data.
         Restores the torch, NumPy and Python global RNG states it holds.
     deterministic : bool
-        Enable ``torch.use_deterministic_algorithms`` during the call.
+        Enable ``torch.use_deterministic_algorithms`` during the call (on a
+        GPU with ``warn_only=True``: ops without a deterministic CUDA kernel
+        warn instead of failing).
 
     Returns
     -------
@@ -199,7 +205,7 @@ def train(
     current = -1
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
     # the torch RNG (dropout) runs on its own stream: seeded from the config, or restored
-    with _deterministic(deterministic), torch.random.fork_rng(devices=cuda_devices):
+    with _deterministic(deterministic, device), torch.random.fork_rng(devices=cuda_devices):
         if resume is not None:
             restore_rng(resume)
         else:

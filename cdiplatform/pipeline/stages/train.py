@@ -45,6 +45,8 @@ def model_config(params: Any, *, oversampling: tuple[float, float] | None):
                                 "num_workers": params.num_workers}
     if params.batch_size:
         training["batch_size"] = params.batch_size
+    if params.supervised_loss:
+        training["supervised_loss"] = params.supervised_loss
     if params.arch == "cdi_nn_2d":
         config = cdi_nn_2d_config(epochs=params.epochs[0], **training)
     else:
@@ -85,6 +87,8 @@ class Train(TaskStage):
         lr_schedule: str = "constant"
         #: a random flip/transpose of the grid per training batch (exact for diffraction data)
         augment: bool = False
+        #: "bce" or "mae"; empty: the paper's (BCE in 2D, MAE in 3D)
+        supervised_loss: str = ""
         #: "uniform" or "amplitude" (the phase loss weighted by the target amplitude)
         phase_weighting: str = "uniform"
         #: supervised terms against the target or its twin conj(rho(-r)), whichever is closer
