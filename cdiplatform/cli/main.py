@@ -80,9 +80,35 @@ def run(
         _fail(str(exc))
 
 
-def _run(job, *, catalog, cluster, workers, new_run) -> None:
-    from distributed import performance_report
+class _PerformanceReport:
+    """Dask's performance report around a run; one that cannot be written only warns.
 
+    The report is made after the last task, so failing to make it (bokeh
+    missing, the scheduler gone) must not turn a finished run into a failure.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from distributed import performance_report
+
+        self.path = path
+        self.written = False
+        self._report = performance_report(filename=str(path))
+
+    def __enter__(self) -> _PerformanceReport:
+        self._report.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> bool:
+        try:
+            self._report.__exit__(*exc)
+            self.written = self.path.exists()
+        except Exception as report_exc:  # noqa: BLE001 - the run's outcome stands either way
+            err.print(f"[yellow]no performance report[/] ({type(report_exc).__name__}: {report_exc})",
+                      highlight=False)
+        return False
+
+
+def _run(job, *, catalog, cluster, workers, new_run) -> None:
     from cdiplatform.pipeline.cluster import connect
     from cdiplatform.pipeline.runner import plan_job, run_job
 
@@ -116,7 +142,7 @@ def _run(job, *, catalog, cluster, workers, new_run) -> None:
                     progress.console.print(
                         f"{report.label}: {report.node} is complete ({report.n_scans} scans); nothing to do")
 
-            with performance_report(filename=str(report_file)):
+            with _PerformanceReport(report_file) as perf:
                 reports = run_job(job, client=handle.client, catalog=target, new_run=new_run,
                                   cluster_label=f"{handle.kind} {handle.client.scheduler.address}", on_stage_start=start, on_progress=advance,
                                   on_stage_end=end)
@@ -124,7 +150,7 @@ def _run(job, *, catalog, cluster, workers, new_run) -> None:
     if all(r.state == "complete" for r in reports):
         out.print("everything was already complete: nothing recomputed, nothing rewritten")
         report_file.unlink(missing_ok=True)
-    else:
+    elif perf.written:
         out.print(f"performance report: {report_file}")
     failed = [(r, scan, why) for r in reports for scan, why in sorted(r.failed.items())]
     if failed:

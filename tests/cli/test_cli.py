@@ -103,3 +103,32 @@ def test_stages_lists_the_stages():
     assert result.exit_code == 0
     for name in ("simulate_2d", "pad", "prepare", "network_input", "assemble_training", "train", "infer"):
         assert name in result.output
+
+
+class _BrokenReport:
+    """Stands in for distributed.performance_report when bokeh is missing: fails on exit."""
+
+    def __init__(self, filename):
+        self.filename = filename
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        raise ModuleNotFoundError("No module named 'bokeh'")
+
+
+def test_a_report_that_cannot_be_written_does_not_fail_the_run(tmp_path, monkeypatch):
+    import distributed
+
+    monkeypatch.setattr(distributed, "performance_report", _BrokenReport)
+    job = tmp_path / "job.toml"
+    job.write_text(JOB)
+    target = tmp_path / "new.zarr"
+    result = runner.invoke(app, ["run", str(job), "--catalog", str(target), "--workers", "1"],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "no performance report" in result.output and "bokeh" in result.output
+    assert "performance report:" not in result.output
+    cat = open_catalog(target)
+    assert all(cat.open(node).attrs["run"]["complete"] for node in ("collections/c", "collections/p"))

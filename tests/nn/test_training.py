@@ -201,3 +201,17 @@ def test_cosine_schedule_sets_the_learning_rate_per_epoch():
     assert TrainConfig(schedule=config.schedule).learning_rate_at(5) == 1e-3
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(schedule=config.schedule, lr_schedule="step")
+
+
+@pytest.mark.parametrize("device, warn_only", [("cpu", False), ("cuda", True)])
+def test_deterministic_mode_only_warns_on_a_gpu(device, warn_only):
+    # CUDA has no deterministic max_pool3d backward: a GPU training must warn, not fail
+    from cdiplatform.nn.training import _deterministic
+
+    def state():
+        return torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+
+    before = state()
+    with _deterministic(True, torch.device(device)):
+        assert state() == (True, warn_only)
+    assert state() == before
