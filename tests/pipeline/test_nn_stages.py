@@ -151,3 +151,30 @@ def test_training_killed_halfway_resumes_to_the_same_weights_and_history(client,
     assert a1["training_history"] == a2["training_history"]
     for key in w2:
         np.testing.assert_array_equal(w1[key], w2[key])
+
+
+@pytest.mark.parametrize(
+    "arch, table, want",
+    [
+        ("cdi_nn_2d", {}, "bce"),
+        ("cdi_nn_2d", {"supervised_loss": "mae"}, "mae"),
+        ("cdi_nn_3d", {}, "mae"),
+        ("cdi_nn_3d", {"supervised_loss": "bce"}, "bce"),
+    ],
+)
+def test_train_params_choose_the_supervised_loss(arch, table, want):
+    from cdiplatform.pipeline.job import build_params
+    from cdiplatform.pipeline.stages.train import Train, model_config
+
+    epochs = [2] if arch == "cdi_nn_2d" else [1, 1, 1, 1]
+    params = build_params(Train, {"arch": arch, "epochs": epochs, "reduced": True, **table}, where="test")
+    assert model_config(params, oversampling=None).training.supervised_loss == want
+
+
+def test_an_unknown_supervised_loss_is_refused():
+    from cdiplatform.pipeline.job import build_params
+    from cdiplatform.pipeline.stages.train import Train, model_config
+
+    params = build_params(Train, {"supervised_loss": "mse", "epochs": [2]}, where="test")
+    with pytest.raises(ValueError, match="supervised_loss must be 'bce' or 'mae', got 'mse'"):
+        model_config(params, oversampling=None)
