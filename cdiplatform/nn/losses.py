@@ -106,12 +106,11 @@ def _scan_sums(
     pred: torch.Tensor, target: torch.Tensor, *, kind: str, weight: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per scan (first axis): the (weighted) sum of the per-pixel loss and the sum of the weights."""
-    per_pixel = _per_pixel(pred, target, kind)
-    if weight is None:
-        weight = torch.ones_like(per_pixel)
-    else:
-        per_pixel = per_pixel * weight
-    return per_pixel.flatten(start_dim=1).sum(dim=1), weight.flatten(start_dim=1).sum(dim=1)
+    per_pixel = _per_pixel(pred, target, kind).flatten(start_dim=1)
+    if weight is None:  # every pixel weighs 1: the weight sum is the pixel count
+        return per_pixel.sum(dim=1), per_pixel.new_full((per_pixel.shape[0],), per_pixel.shape[1])
+    weight = weight.flatten(start_dim=1)
+    return (per_pixel * weight).sum(dim=1), weight.sum(dim=1)
 
 
 def supervised_loss(
