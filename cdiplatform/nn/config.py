@@ -49,7 +49,10 @@ ACTIVATIONS = ("relu", "leaky_relu")
 LR_SCHEDULES = ("constant", "cosine")
 
 #: Weightings of the phase loss term over the grid.
-PHASE_WEIGHTINGS = ("uniform", "amplitude")
+PHASE_WEIGHTINGS = ("uniform", "amplitude", "support")
+
+#: Fixed scalings a network applies to its normalized input before the first convolution.
+INPUT_SCALINGS = ("linear", "log")
 
 
 @dataclass(frozen=True)
@@ -116,10 +119,12 @@ class TrainConfig:
     supervised_loss : {"bce", "mae"}
         Per-pixel loss of the amplitude and phase channels: binary
         cross-entropy (CDI NN 2018) or mean absolute error (3D-CDI-NN 2021).
-    phase_weighting : {"uniform", "amplitude"}
+    phase_weighting : {"uniform", "amplitude", "support"}
         ``amplitude``: the phase term is a mean weighted by the target
         amplitude (the phase counts where there is matter), not a mean over
-        the whole grid.
+        the whole grid; ``support``: a plain mean over the target's support
+        (amplitude above 10% of its maximum), surface voxels counting as much
+        as inner ones.
     augment : bool
         Apply one random symmetry of the grid (axis flips about the centre
         ``N // 2`` and axis permutations: 8 in 2D, 48 in 3D) to each training
@@ -224,6 +229,16 @@ class ModelConfig:
         sets (see docs/nn.md).
     input_normalization : str
         How network inputs are made from intensities (see :data:`INPUT_NORMALIZATION`).
+    input_scaling : {"linear", "log"}
+        What the network does with its normalized input ``x`` (magnitude, max 1)
+        before its first convolution: nothing, or a logarithmic compression
+        ``log(1 + x / input_floor) / log(1 + 1 / input_floor)``, still 0 at 0 and
+        1 at 1, that lifts the weak fringes far from the Bragg peak (where the
+        strain shows) to the scale of the peak. Part of the network, so every
+        caller feeds it the same normalized magnitudes.
+    input_floor : float
+        Magnitude (relative to the maximum) below which ``log`` scaling is
+        about linear.
     phase_scale, phase_offset : float
         Phase output mapping, radians: ``phi = phase_scale * p + phase_offset``.
     support_threshold : float
@@ -248,6 +263,8 @@ class ModelConfig:
     activation: str = "relu"
     batch_norm: bool = False
     input_normalization: str = INPUT_NORMALIZATION
+    input_scaling: str = "linear"
+    input_floor: float = 1e-3
     phase_scale: float = 2 * math.pi
     phase_offset: float = -math.pi
     support_threshold: float = 0.0
@@ -275,6 +292,10 @@ class ModelConfig:
             raise ValueError(
                 f"unknown input normalization {self.input_normalization!r}; known: {INPUT_NORMALIZATION!r}"
             )
+        if self.input_scaling not in INPUT_SCALINGS:
+            raise ValueError(f"input_scaling must be one of {INPUT_SCALINGS}, got {self.input_scaling!r}")
+        if not 0.0 < self.input_floor < 1.0:
+            raise ValueError(f"input_floor must be in (0, 1), got {self.input_floor}")
         if self.oversampling is not None:
             lo, hi = (float(v) for v in self.oversampling)
             if not 0 < lo <= hi:

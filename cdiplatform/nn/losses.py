@@ -41,6 +41,10 @@ __all__ = [
 
 _EPS = 1e-12
 
+#: ``phase_weighting="support"``: the support is where the target amplitude exceeds this
+#: fraction of its maximum (the threshold of :func:`cdiplatform.physics.metrics.compare_with_truth`).
+SUPPORT_FRACTION = 0.1
+
 
 def normalized_magnitude(magnitude: torch.Tensor, *, ndim: int) -> torch.Tensor:
     """``magnitude / max(magnitude)`` over the last ``ndim`` axes, per scan (all-zero scans stay zero)."""
@@ -113,6 +117,19 @@ def _scan_sums(
     return (per_pixel * weight).sum(dim=1), weight.sum(dim=1)
 
 
+def _phase_weight(amplitude_target: torch.Tensor, weighting: str) -> torch.Tensor | None:
+    """Per-voxel weights of the phase term (``None``: uniform)."""
+    if weighting == "uniform":
+        return None
+    if weighting == "amplitude":
+        return amplitude_target
+    if weighting == "support":
+        peak = amplitude_target.flatten(start_dim=1).amax(dim=1)
+        peak = peak.reshape(-1, *(1,) * (amplitude_target.ndim - 1))
+        return (amplitude_target > SUPPORT_FRACTION * peak).to(amplitude_target.dtype)
+    raise ValueError(f"unknown phase weighting {weighting!r}; known: 'uniform', 'amplitude', 'support'")
+
+
 def supervised_loss(
     pred: torch.Tensor, target: torch.Tensor, *, kind: str, weight: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -161,6 +178,9 @@ def loss_terms(
     ``phase_weighting="amplitude"`` weighs the phase term per voxel by the
     target amplitude: the phase of empty space is undefined, and a uniform
     mean over a grid that is mostly empty is minimized by a constant phase.
+    ``"support"`` weighs every voxel of the target's support (amplitude above
+    :data:`SUPPORT_FRACTION` of the scan's maximum) alike and the rest 0, as
+    the phase error of an evaluation is taken.
     ``twin_invariant=True`` compares each scan with its target or the
     target's twin (:func:`twin_targets`), whichever gives the smaller sum of
     the amplitude and phase terms; the terms are then those of that choice.
@@ -173,7 +193,7 @@ def loss_terms(
         )
     sums = []  # per candidate: {term: (per-scan loss sums, per-scan weight sums)}
     for amp_t, p_t in candidates:
-        weight = amp_t if phase_weighting == "amplitude" else None
+        weight = _phase_weight(amp_t, phase_weighting)
         sums.append({
             "amplitude": _scan_sums(amplitude, amp_t, kind=kind, weight=None),
             "phase": _scan_sums(p, p_t, kind=kind, weight=weight),

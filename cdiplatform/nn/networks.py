@@ -7,11 +7,13 @@ channel ``p`` in ``[0, 1]`` (radians through the config's phase mapping).
 Encoder level: ``convs_per_level`` x (3x3(x3) conv[, batch norm], ReLU or
 leaky ReLU[, dropout]) then 2x max pooling. Decoder level (mirrored, widths
 reversed): the same convolutions then 2x nearest upsampling. A final one-channel conv
-with a sigmoid gives the output. There are no skip connections.
+with a sigmoid gives the output. There are no skip connections. With
+``input_scaling = "log"`` the input is compressed logarithmically first (no weights).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -84,13 +86,18 @@ class CDINetwork(nn.Module):
     def groups(self) -> dict[str, nn.Module]:
         raise NotImplementedError
 
-    def _check_input(self, x: torch.Tensor) -> None:
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Check the input's shape and apply the config's fixed ``input_scaling``."""
         want = (1, *self.config.grid)
         if x.ndim != self.config.ndim + 2 or tuple(x.shape[1:]) != want:
             raise ValueError(
                 f"{self.config.arch} expects input of shape (B, {', '.join(map(str, want))}), "
                 f"got {tuple(x.shape)}"
             )
+        if self.config.input_scaling == "log":
+            floor = self.config.input_floor
+            return torch.log1p(x.clamp(min=0) / floor) / math.log1p(1.0 / floor)
+        return x
 
 
 class CDINN2D(CDINetwork):
@@ -109,7 +116,7 @@ class CDINN2D(CDINetwork):
         return {"shape_net": self.shape_net, "phase_net": self.phase_net}
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check_input(x)
+        x = self._prepare(x)
         return self.shape_net(x), self.phase_net(x)
 
 
@@ -134,8 +141,7 @@ class CDINN3D(CDINetwork):
         }
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check_input(x)
-        code = self.encoder(x)
+        code = self.encoder(self._prepare(x))
         return self.shape_decoder(code), self.phase_decoder(code)
 
 

@@ -72,6 +72,25 @@ def test_amplitude_weighted_phase_ignores_empty_space():
     assert float(weighted) == pytest.approx(0.1 / 16)
 
 
+def test_support_weighted_phase_counts_the_support_alike():
+    amplitude = torch.zeros(2, 1, 8, 8)
+    amplitude[0, ..., 2:6, 2:6] = 1.0
+    amplitude[0, ..., 2, 2:6] = 0.2  # a faint edge row: inside the support (> 10% of the maximum)
+    amplitude[0, ..., 6, 2:6] = 0.05  # fainter: outside
+    amplitude[1, ..., 1:3, 1:3] = 4.0  # another scale: the threshold follows each scan's maximum
+    p_target = torch.full_like(amplitude, 0.5)
+    p = p_target.clone()
+    p[amplitude <= 0.1 * amplitude.amax(dim=(1, 2, 3), keepdim=True)] = 0.9  # wrong only outside the supports
+    x = torch.rand(2, 1, 8, 8)
+    kwargs = {"ndim": 2, "kind": "mae", "terms": ("phase",), "phase_weighting": "support"}
+    assert float(loss_terms(x, amplitude, p, amplitude, p_target, **kwargs)["phase"]) == 0
+    p[0, ..., 2, 2] = 0.7  # wrong by 0.2 on a faint edge voxel, one of 16 + 4 support voxels
+    support = loss_terms(x, amplitude, p, amplitude, p_target, **kwargs)["phase"]
+    assert float(support) == pytest.approx(0.2 / 20)
+    weighted = loss_terms(x, amplitude, p, amplitude, p_target, **(kwargs | {"phase_weighting": "amplitude"}))["phase"]
+    assert float(weighted) < float(support)  # amplitude weighting discounts the faint edge
+
+
 @pytest.mark.parametrize("ndim,size", [(2, 8), (2, 7), (3, 6)])
 def test_twin_targets_diffract_like_the_targets(ndim, size):
     g = torch.Generator().manual_seed(1)

@@ -54,6 +54,25 @@ def test_batch_norm_and_leaky_relu_follow_every_hidden_conv(ndim):
         ModelConfig(arch=arch, ndim=ndim, activation="tanh")
 
 
+@pytest.mark.parametrize("scaling", ["linear", "log"])
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_first_convolution_sees_the_scaled_input(ndim, scaling):
+    arch = "cdi_nn_2d" if ndim == 2 else "cdi_nn_3d"
+    model = build_model(ModelConfig(arch=arch, ndim=ndim, size=8, widths=(2, 4), input_scaling=scaling,
+                                    input_floor=1e-2))
+    plain = build_model(ModelConfig(arch=arch, ndim=ndim, size=8, widths=(2, 4)))
+    assert model.state_dict().keys() == plain.state_dict().keys()  # the scaling has no weights
+    seen = []
+    first = next(m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
+    first.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    x = torch.rand(2, 1, *(8,) * ndim) ** 4
+    with torch.no_grad():
+        model(x)
+    want = x if scaling == "linear" else torch.log1p(x / 1e-2) / torch.log1p(torch.tensor(1 / 1e-2))
+    torch.testing.assert_close(seen[0], want)
+    assert float(seen[0].max()) <= 1.0
+
+
 def test_model_refuses_wrong_input_shape():
     model = build_model(ModelConfig(arch="cdi_nn_2d", ndim=2, size=16, widths=(4, 8)))
     with pytest.raises(ValueError, match=r"\(B, 1, 16, 16\)"):
@@ -67,6 +86,8 @@ def test_model_refuses_wrong_input_shape():
         ({"arch": "cdi_nn_2d", "ndim": 2, "size": 36}, "divisible"),
         ({"arch": "cdi_nn_3d", "ndim": 3, "dropout": 1.0}, "dropout"),
         ({"arch": "cdi_nn_3d", "ndim": 3, "oversampling": (3.0, 2.0)}, "oversampling"),
+        ({"arch": "cdi_nn_3d", "ndim": 3, "input_scaling": "sqrt"}, "input_scaling"),
+        ({"arch": "cdi_nn_3d", "ndim": 3, "input_floor": 0.0}, "input_floor"),
     ],
 )
 def test_config_validation(kwargs, match):

@@ -53,7 +53,7 @@ def model_config(params: Any, *, oversampling: tuple[float, float] | None):
         config = cdi_nn_3d_config(reduced=params.reduced, epochs=tuple(params.epochs),
                                   physics_weight=params.physics_weight, **training)
     changes: dict[str, Any] = {"oversampling": oversampling, "batch_norm": params.batch_norm,
-                               "activation": params.activation}
+                               "activation": params.activation, "input_scaling": params.input_scaling}
     if params.widths:
         changes["widths"] = tuple(params.widths)
     if params.dropout is not None:
@@ -89,7 +89,8 @@ class Train(TaskStage):
         augment: bool = False
         #: "bce" or "mae"; empty: the paper's (BCE in 2D, MAE in 3D)
         supervised_loss: str = ""
-        #: "uniform" or "amplitude" (the phase loss weighted by the target amplitude)
+        #: "uniform", "amplitude" (the phase loss weighted by the target amplitude) or "support"
+        #: (a plain mean over the target's support, amplitude above 10% of its maximum)
         phase_weighting: str = "uniform"
         #: supervised terms against the target or its twin conj(rho(-r)), whichever is closer
         #: (the two diffract identically; with a fixed target the network learns a blur of both)
@@ -98,6 +99,8 @@ class Train(TaskStage):
         batch_norm: bool = False
         #: "relu" or "leaky_relu"
         activation: str = "relu"
+        #: "linear" or "log": the network compresses its normalized input logarithmically first
+        input_scaling: str = "linear"
         #: dropout on the input and hidden convolutions; unset: the paper's (0 in 2D, 0.1 in 3D)
         dropout: float | None = None
         #: weight of the physics-aware term (3D)
