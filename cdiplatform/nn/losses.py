@@ -117,16 +117,15 @@ def _scan_sums(
     return (per_pixel * weight).sum(dim=1), weight.sum(dim=1)
 
 
-def _phase_weight(amplitude_target: torch.Tensor, weighting: str) -> torch.Tensor | None:
+def _phase_weight(amplitude_target: torch.Tensor, weighting: str, *, ndim: int) -> torch.Tensor | None:
     """Per-voxel weights of the phase term (``None``: uniform)."""
     if weighting == "uniform":
         return None
     if weighting == "amplitude":
         return amplitude_target
     if weighting == "support":
-        peak = amplitude_target.flatten(start_dim=1).amax(dim=1)
-        peak = peak.reshape(-1, *(1,) * (amplitude_target.ndim - 1))
-        return (amplitude_target > SUPPORT_FRACTION * peak).to(amplitude_target.dtype)
+        support = normalized_magnitude(amplitude_target, ndim=ndim) > SUPPORT_FRACTION
+        return support.to(amplitude_target.dtype)
     raise ValueError(f"unknown phase weighting {weighting!r}; known: 'uniform', 'amplitude', 'support'")
 
 
@@ -193,7 +192,7 @@ def loss_terms(
         )
     sums = []  # per candidate: {term: (per-scan loss sums, per-scan weight sums)}
     for amp_t, p_t in candidates:
-        weight = _phase_weight(amp_t, phase_weighting)
+        weight = _phase_weight(amp_t, phase_weighting, ndim=ndim)
         sums.append({
             "amplitude": _scan_sums(amplitude, amp_t, kind=kind, weight=None),
             "phase": _scan_sums(p, p_t, kind=kind, weight=weight),
