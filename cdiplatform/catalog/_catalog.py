@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.errors import ContainsGroupError
 
 from cdiplatform.catalog._errors import CatalogError, NodeNotFoundError
 from cdiplatform.catalog.layout import FORMAT_ATTR, FORMAT_VERSION, KINDS, NodeKind, check_node_path, node_kind
@@ -89,7 +90,7 @@ class Catalog:
         root = zarr.open_group(self.path, mode="w-", zarr_format=3)
         root.attrs.update({FORMAT_ATTR: FORMAT_VERSION, "title": f"cdiplatform catalog {self.path.stem}"})
         for group in KINDS:
-            root.require_group(group)
+            _require_group(root, group)
         return root
 
     def __repr__(self) -> str:
@@ -340,7 +341,7 @@ class Catalog:
         try:
             out.to_zarr(tmp, mode="w-", consolidated=False, zarr_format=3, encoding=dict(encoding or {}))
             for parent in reversed(Path(node).parents[:-1]):  # intermediate groups (raw/<beamtime>)
-                self._root.require_group(str(parent))
+                _require_group(self._root, str(parent))
             old = None
             if target.exists():
                 old = staging / f"{uuid.uuid4().hex}.old"
@@ -366,7 +367,7 @@ class Catalog:
         top = path.strip("/").split("/")[0]
         if top not in KINDS:
             raise CatalogError(f"{path!r} is not in the catalog layout")
-        self._root.require_group(path.strip("/")).attrs.update(dict(attrs))
+        _require_group(self._root, path.strip("/")).attrs.update(dict(attrs))
 
     def copy_from(self, source: Catalog, node: str, *, overwrite: bool = False) -> None:
         """Copy a whole node (data, coordinates, attributes, provenance) from another catalog."""
@@ -404,3 +405,17 @@ def open_catalog(path: str | os.PathLike, *, mode: Mode = "r") -> Catalog:
     if mode not in ("r", "a"):
         raise CatalogError(f"mode must be 'r' or 'a', not {mode!r}")
     return Catalog(path, mode=mode)
+
+
+def _require_group(root: zarr.Group, path: str) -> zarr.Group:
+    """The group at ``path`` below ``root``, created if missing, safe when several writers race.
+
+    Workers writing ``raw/<beamtime>/<scan>`` nodes of a new beamtime all
+    create ``raw/<beamtime>``; zarr's ``require_group`` checks and then creates,
+    so a writer that loses the race between the two finds the group made by
+    another and must take it rather than fail.
+    """
+    try:
+        return root.require_group(path)
+    except ContainsGroupError:
+        return root[path]

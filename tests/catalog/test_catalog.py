@@ -111,3 +111,32 @@ def test_provenance_helpers():
     assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
     assert stable_hash({"a": 1}) != stable_hash({"a": 2})
     assert history_line("did it").endswith(")") and "did it" in history_line("did it")
+
+
+def raw_scan(frames=2, size=4) -> xr.Dataset:
+    return xr.Dataset({"frames": (("frame", "det_y", "det_x"), np.zeros((frames, size, size), np.float32))})
+
+
+def test_a_writer_that_loses_the_race_for_a_new_beamtime_group_still_writes(cat, monkeypatch):
+    # Workers ingesting scans of a new beamtime all create raw/<beamtime>. Replay the
+    # losing writer's timing: its existence check misses the group that another
+    # writer creates just then, so zarr's create finds it there.
+    cat.write("raw/bt1/scan_0001", raw_scan(), attrs={})
+    real_getitem = zarr.core.group.AsyncGroup.getitem
+    missed = []
+
+    async def first_check_misses_the_group(self, key):
+        if key == "raw/bt1" and not missed:
+            missed.append(key)
+            raise KeyError(key)
+        return await real_getitem(self, key)
+
+    monkeypatch.setattr(zarr.core.group.AsyncGroup, "getitem", first_check_misses_the_group)
+    cat.write("raw/bt1/scan_0002", raw_scan(), attrs={})
+    assert missed
+    missed.clear()
+    cat.update_group_attrs("raw/bt1", {"title": "beamtime one"})
+    assert missed
+    monkeypatch.undo()
+    assert cat.nodes("raw") == ["raw/bt1/scan_0001", "raw/bt1/scan_0002"]
+    assert cat.group_attrs("raw/bt1") == {"title": "beamtime one"}
