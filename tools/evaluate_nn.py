@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--baseline-n", type=int, default=4096, help="objects averaged into the 2D baseline")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--average-permutations", action="store_true",
+                        help="average the predictions over the axis orders of each scan (nn.predict)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -87,7 +89,8 @@ def main() -> None:
         test, base = simulated_2d(args.n, args.seed), simulated_2d(args.baseline_n, args.seed + 1)
     n = len(test["intensity"])
     axes_ = tuple(range(1, ndim + 1))
-    amp_pred, phase_pred = predict(model, make_inputs(test["intensity"], ndim=ndim), batch_size=64)
+    amp_pred, phase_pred = predict(model, make_inputs(test["intensity"], ndim=ndim), batch_size=64,
+                                   average_permutations=args.average_permutations)
     mean_amp = (base["amplitude"] / base["amplitude"].max(axis=axes_, keepdims=True)).mean(axis=0)
     mean_phase = base["phase"].mean(axis=0)
 
@@ -116,7 +119,8 @@ def main() -> None:
                 **{f"{name}_phase_error_median": float(np.median(err[pick])) for name, err in phase_errors.items()}}
         for label, pick in (("varying_phase", varies), ("flat_phase", ~varies)) if pick.any()
     }
-    print(json.dumps({"model": args.model, "weights_hash": digest, "n": n, "medians": stats,
+    print(json.dumps({"model": args.model, "weights_hash": digest, "n": n,
+                      "average_permutations": args.average_permutations, "medians": stats,
                       "nn_over_baseline": ratio, "by_true_phase": by_phase}, indent=1))
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from cdiplatform.nn.data import (
     split_by_group,
     unit_to_phase,
 )
-from cdiplatform.nn.inference import load_model, predict, screen_scans
+from cdiplatform.nn.inference import average_objects, load_model, predict, screen_scans
 from cdiplatform.nn.losses import physics_loss, supervised_loss, twin_targets
 from cdiplatform.nn.networks import CDINN2D, CDINN3D, CDINetwork, build_model
 from cdiplatform.nn.training import apply_phase, train
@@ -37,6 +37,7 @@ __all__ = [
     "apply_phase",
     "apply_symmetry",
     "assemble_training",
+    "average_objects",
     "build_model",
     "cdi_nn_2d_config",
     "cdi_nn_3d_config",

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
+from cdiplatform.nn.augment import apply_symmetry, inversion
 from cdiplatform.nn.config import ModelConfig
 from cdiplatform.nn.data import estimate_oversampling, unit_to_phase
 from cdiplatform.nn.networks import CDINetwork, build_model
 from cdiplatform.nn.weights import load_arrays
 
-__all__ = ["load_model", "predict", "screen_scans"]
+__all__ = ["average_objects", "load_model", "predict", "screen_scans"]
 
 
 def load_model(
@@ -100,6 +103,7 @@ def predict(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     channels_last: bool | None = None,
+    average_permutations: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Amplitude and phase of a batch of scans.
 
@@ -117,6 +121,14 @@ def predict(
     channels_last : bool, optional
         Run 3D convolutions in ``channels_last_3d`` memory format (faster on
         CPU with oneDNN); default on for 3D models on CPU.
+    average_permutations : bool
+        Predict every scan once per order of its axes (``ndim!`` passes: 6 in
+        3D), undo each transpose and average (see :func:`average_objects`).
+        Transposing a scan transposes the object, so each pass is an estimate
+        of the same object from an input the network finds as plausible as
+        the original when its training data are symmetric under transposes:
+        the 2D objects, and the gold crystals, whose phase is ``G . u`` with
+        ``G`` along the grid's (1, 1, 1), which every transpose keeps.
 
     Returns
     -------
@@ -137,6 +149,71 @@ def predict(
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    run = functools.partial(_forward, model, batch_size=batch_size, device=device, channels_last=channels_last)
+    if not average_permutations:
+        return run(inputs)
+    orders = [(0, *order) for order in itertools.permutations(range(1, config.ndim + 1))]
+    amplitude = np.empty((inputs.shape[0], *config.grid), dtype=np.float32)
+    phase = np.empty_like(amplitude)
+    for start in range(0, inputs.shape[0], batch_size):
+        x = torch.as_tensor(np.asarray(inputs[start : start + batch_size]) if not torch.is_tensor(inputs)
+                            else inputs[start : start + batch_size])
+        objects = []
+        for axes in orders:
+            amp, p = run(x.permute(*axes).contiguous())
+            back = tuple(np.argsort(axes))
+            objects.append(amp.transpose(back) * np.exp(1j * p.transpose(back)))
+        stop = start + x.shape[0]
+        amplitude[start:stop], phase[start:stop] = average_objects(np.stack(objects, axis=1), ndim=config.ndim)
+    return amplitude, phase
+
+
+def average_objects(objects: np.ndarray, *, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Average several predictions of each scan's object into one.
+
+    Each prediction is first matched to the scan's first one: replaced by its
+    twin ``conj(rho(-r))`` (reflected through the grid centre ``N // 2``) when
+    that is the closer, then given the constant phase that best matches it.
+    The amplitude is the mean of the amplitudes, the phase that of the mean
+    complex object (so that a voxel's phase counts by its amplitude).
+
+    Parameters
+    ----------
+    objects : complex ndarray, shape ``(scan, prediction, *grid)``
+    ndim : int
+        Spatial dimensions.
+
+    Returns
+    -------
+    amplitude, phase : float32 ndarrays, shape ``(scan, *grid)``; phase in ``[-pi, pi]`` radians.
+    """
+    obj = torch.as_tensor(objects)
+    if obj.ndim != ndim + 2:
+        raise ValueError(f"objects of shape {tuple(obj.shape)} are not (scan, prediction, *grid) with {ndim} grid axes")
+    grid_axes = tuple(range(2, obj.ndim))
+    first = obj[:, :1]
+    twins = apply_symmetry(obj, inversion(ndim), ndim=ndim).conj()
+    overlap = (first.conj() * obj).sum(dim=grid_axes)
+    overlap_twin = (first.conj() * twins).sum(dim=grid_axes)
+    use_twin = overlap_twin.abs() > overlap.abs()
+    obj = torch.where(use_twin.reshape(*use_twin.shape, *(1,) * ndim), twins, obj)
+    overlap = torch.where(use_twin, overlap_twin, overlap)
+    obj = obj * torch.exp(-1j * overlap.angle()).reshape(*overlap.shape, *(1,) * ndim)
+    amplitude = obj.abs().mean(dim=1)
+    phase = obj.mean(dim=1).angle()
+    return amplitude.numpy().astype(np.float32), phase.numpy().astype(np.float32)
+
+
+def _forward(
+    model: CDINetwork,
+    inputs: np.ndarray | torch.Tensor,
+    *,
+    batch_size: int,
+    device: str | torch.device | None,
+    channels_last: bool | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pass of the network over ``inputs`` in batches (see :func:`predict`)."""
+    config = model.config
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if channels_last is None:
         channels_last = config.ndim == 3 and device.type == "cpu"

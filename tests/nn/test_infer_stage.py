@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from cdiplatform.nn import ModelConfig, build_model, state_to_arrays, weights_hash
+from cdiplatform.nn import ModelConfig, build_model, make_inputs, predict, state_to_arrays, weights_hash
 from cdiplatform.pipeline.stage import get_stage
 from cdiplatform.pipeline.stages import infer as infer_module
 
@@ -28,7 +28,8 @@ def model_node(tmp_path):
     infer_module._model.cache_clear()
 
 
-def test_infer_stage_predicts_and_flags_scans(objects, model_node):
+@pytest.mark.parametrize("average_permutations", [False, True])
+def test_infer_stage_predicts_and_flags_scans(objects, model_node, average_permutations):
     _, _, fit = objects(3, size=32, ndim=2, rng=np.random.default_rng(0), extent=0.45)
     _, _, small = objects(1, size=32, ndim=2, rng=np.random.default_rng(1), extent=0.2)
     intensity = np.concatenate([fit, small, np.zeros((1, 32, 32), np.float32)])
@@ -41,7 +42,8 @@ def test_infer_stage_predicts_and_flags_scans(objects, model_node):
         coords={"scan": np.arange(5), "axis": ["y", "x"]},
     )
     stage = get_stage("infer")()
-    params = stage.Params(model=model_node, chunk=4, batch_size=2, device="cpu")
+    params = stage.Params(model=model_node, chunk=4, batch_size=2, device="cpu",
+                          average_permutations=average_permutations)
     stage.validate(params, {"collection": ds})
     plan = stage.plan(params, {"collection": ds})
     assert plan.n_scans == 5 and plan.variables["phase"].shape == (32, 32)
@@ -53,6 +55,10 @@ def test_infer_stage_predicts_and_flags_scans(objects, model_node):
     for name, var in plan.variables.items():
         assert result.values[name].shape == (5, *var.shape) and result.values[name].dtype == var.dtype
     assert np.isfinite(result.values["amplitude"][:3]).all() and np.isnan(result.values["phase"][3:]).all()
+    model = infer_module._model(model_node, "cpu")
+    amp, phase = predict(model, make_inputs(intensity[:3], ndim=2), average_permutations=average_permutations)
+    np.testing.assert_allclose(result.values["amplitude"][:3], amp, atol=1e-6)
+    np.testing.assert_allclose(result.values["phase"][:3], phase, atol=1e-5)
 
 
 def test_infer_stage_refuses_bad_dims():

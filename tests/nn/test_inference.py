@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from cdiplatform.nn import ModelConfig, build_model, make_inputs, predict, screen_scans
+from cdiplatform.nn import ModelConfig, apply_symmetry, average_objects, build_model, make_inputs, predict, screen_scans
+from cdiplatform.nn.augment import inversion
 
 
 @pytest.mark.parametrize(
@@ -52,3 +53,56 @@ def test_screen_scans_flags_grid_signal_and_oversampling(objects):
     assert set(grid) == {0, 1} and "grid (16, 16)" in grid[0]
     assert screen_scans(config.replace(oversampling=None), intensity[1:5]) == {}
     assert make_inputs(intensity[[1, 2]], ndim=2).shape == (2, 32, 32)
+
+
+def twin(obj: np.ndarray, ndim: int) -> np.ndarray:
+    """``conj(rho(-r))`` of each object (leading axes kept), reflected through ``N // 2``."""
+    return apply_symmetry(torch.as_tensor(obj), inversion(ndim), ndim=ndim).numpy().conj()
+
+
+def assert_same_object(obj, amplitude, phase, *, support):
+    """``obj`` and ``amplitude * exp(i phase)`` agree, phases compared inside ``support`` up to a constant."""
+    np.testing.assert_allclose(amplitude, np.abs(obj), atol=1e-5)
+    d = np.angle(np.exp(1j * phase[support]) * np.conj(obj[support]))
+    np.testing.assert_allclose(np.angle(np.exp(1j * (d - d[0]))), 0, atol=1e-4)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_average_objects_undoes_twin_and_constant_phase(objects, ndim):
+    amp, phase, _ = objects(2, size=16, ndim=ndim, rng=np.random.default_rng(ndim))
+    obj = amp / amp.max(axis=tuple(range(1, ndim + 1)), keepdims=True) * np.exp(1j * phase)
+    # per scan: the object itself, its twin with a constant phase, and itself with another
+    predictions = np.stack([obj, twin(obj, ndim) * np.exp(0.7j), obj * np.exp(-1.2j)], axis=1)
+    got_amp, got_phase = average_objects(predictions, ndim=ndim)
+    assert got_amp.shape == got_phase.shape == obj.shape and got_amp.dtype == np.float32
+    for i in range(2):
+        assert_same_object(obj[i], got_amp[i], got_phase[i], support=amp[i] > 0)
+    # the first prediction sets which of object and twin the average is
+    got_amp, got_phase = average_objects(predictions[:, [1, 0, 2]], ndim=ndim)
+    for i in range(2):
+        assert_same_object(twin(obj, ndim)[i], got_amp[i], got_phase[i], support=twin(amp, ndim).real[i] > 0)
+
+
+def test_average_objects_refuses_a_grid_of_other_dimensions():
+    with pytest.raises(ValueError, match=r"\(scan, prediction, \*grid\) with 3 grid axes"):
+        average_objects(np.ones((2, 16, 16), np.complex64), ndim=3)
+
+
+def test_permutation_average_follows_a_transpose_of_the_input(objects):
+    # averaged over both axis orders, the prediction of a transposed scan is the
+    # transposed prediction (or its twin: the first pass picks), up to a constant phase
+    config = ModelConfig(arch="cdi_nn_2d", ndim=2, size=32, widths=(4, 8))
+    model = build_model(config, seed=0)
+    _, _, intensity = objects(2, size=32, ndim=2, rng=np.random.default_rng(3), extent=0.45)
+    x = make_inputs(intensity, ndim=2)
+    amp, phase = predict(model, x, batch_size=1, average_permutations=True)
+    amp_t, phase_t = predict(model, np.ascontiguousarray(x.transpose(0, 2, 1)), average_permutations=True)
+    back = amp_t.transpose(0, 2, 1) * np.exp(1j * phase_t.transpose(0, 2, 1))
+    single = predict(model, x)[0]
+    assert not np.allclose(single, amp, atol=1e-3)  # the average is not one pass
+    for i in range(2):
+        obj = amp[i] * np.exp(1j * phase[i])
+        candidates = [back[i], twin(back[i], 2)]
+        best = min(candidates, key=lambda c: np.abs(np.abs(c) - amp[i]).max())
+        assert_same_object(best, amp[i], phase[i], support=amp[i] > 0.1)
+        assert np.abs(np.vdot(obj, best)) > 0

@@ -70,6 +70,8 @@ class Infer(Stage):
         device: str = "auto"
         #: normalized amplitude above which a voxel is in the support
         support_threshold: float = 0.1
+        #: predict each scan once per order of its axes and average (ndim! passes; nn.predict)
+        average_permutations: bool = False
 
     def validate(self, params: Any, inputs: dict[str, xr.Dataset]) -> None:
         ds = inputs["collection"]
@@ -125,7 +127,8 @@ class Infer(Stage):
         amplitude = np.full((n, *grid), np.nan, dtype=np.float32)
         phase = np.full((n, *grid), np.nan, dtype=np.float32)
         if len(ok):
-            amp, ph = predict(model, make_inputs(intensity[ok], ndim=len(grid)), batch_size=params.batch_size)
+            amp, ph = predict(model, make_inputs(intensity[ok], ndim=len(grid)), batch_size=params.batch_size,
+                              average_permutations=params.average_permutations)
             amplitude[ok], phase[ok] = amp, ph
         support = (np.nan_to_num(amplitude) > params.support_threshold).astype(np.uint8)
         return ChunkResult(values={"amplitude": amplitude, "phase": phase, "support": support}, failed=failed)
