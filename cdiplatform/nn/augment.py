@@ -51,7 +51,16 @@ def apply_symmetry(x: torch.Tensor, k: int, *, ndim: int) -> torch.Tensor:
     return x
 
 
-def random_symmetry(tensors: tuple[torch.Tensor, ...], *, ndim: int) -> tuple[torch.Tensor, ...]:
-    """One symmetry, drawn from the global torch RNG, applied to every tensor alike."""
-    k = int(torch.randint(n_symmetries(ndim), (1,)))
+def random_symmetry(
+    tensors: tuple[torch.Tensor, ...], *, ndim: int, group: str = "grid"
+) -> tuple[torch.Tensor, ...]:
+    """One symmetry, drawn from the global torch RNG, applied to every tensor alike.
+
+    ``group``: ``"grid"`` draws from all :func:`n_symmetries`, ``"permutations"``
+    from the ``ndim!`` axis permutations alone (the symmetries numbered below ``ndim!``).
+    """
+    sizes = {"grid": n_symmetries(ndim), "permutations": math.factorial(ndim)}
+    if group not in sizes:
+        raise ValueError(f"group must be one of {tuple(sizes)}, got {group!r}")
+    k = int(torch.randint(sizes[group], (1,)))
     return tuple(apply_symmetry(t, k, ndim=ndim) for t in tensors)

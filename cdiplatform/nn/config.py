@@ -50,6 +50,8 @@ LR_SCHEDULES = ("constant", "cosine")
 
 #: Weightings of the phase loss term over the grid.
 PHASE_WEIGHTINGS = ("uniform", "amplitude", "support")
+#: augmentations of :attr:`TrainConfig.augment`
+AUGMENTATIONS = ("none", "grid", "permutations")
 
 #: Fixed scalings a network applies to its normalized input before the first convolution.
 INPUT_SCALINGS = ("linear", "log")
@@ -125,12 +127,18 @@ class TrainConfig:
         the whole grid; ``support``: a plain mean over the target's support
         (amplitude above 10% of its maximum), surface voxels counting as much
         as inner ones.
-    augment : bool
-        Apply one random symmetry of the grid (axis flips about the centre
-        ``N // 2`` and axis permutations: 8 in 2D, 48 in 3D) to each training
-        batch, to inputs and targets alike; the diffraction of a flipped or
-        transposed object is the flipped or transposed diffraction, so every
-        augmented pair is exact.
+    augment : {"none", "grid", "permutations"}
+        Apply one random symmetry of the grid to each training batch, to
+        inputs and targets alike: ``grid``, any of the axis flips about the
+        centre ``N // 2`` and axis permutations (8 in 2D, 48 in 3D);
+        ``permutations``, the axis permutations alone (2 in 2D, 6 in 3D). The
+        diffraction of a flipped or transposed object is the flipped or
+        transposed diffraction, so every augmented pair is exact; whether it
+        is a plausible new sample depends on the data: a Bragg phase
+        ``G . u`` with ``G`` along the grid's (1, 1, 1) is kept by every
+        transpose and moved to another reflection by a flip. ``True`` and
+        ``False`` (configs stored before the choice existed) read as
+        ``grid`` and ``none``.
     twin_invariant : bool
         Take the supervised terms of each scan against its target or the
         target's twin ``conj(rho(-r))``, whichever is closer (see
@@ -153,7 +161,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     supervised_loss: str = "bce"
     phase_weighting: str = "uniform"
-    augment: bool = False
+    augment: str = "none"
     twin_invariant: bool = False
     seed: int = 0
     num_workers: int = 0
@@ -169,6 +177,10 @@ class TrainConfig:
             raise ValueError(f"supervised_loss must be 'bce' or 'mae', got {self.supervised_loss!r}")
         if self.phase_weighting not in PHASE_WEIGHTINGS:
             raise ValueError(f"phase_weighting must be one of {PHASE_WEIGHTINGS}, got {self.phase_weighting!r}")
+        if isinstance(self.augment, bool):
+            object.__setattr__(self, "augment", "grid" if self.augment else "none")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.batch_size < 1:

@@ -106,8 +106,8 @@ def _run_epoch(
     for batch in loader:
         wait += time.perf_counter() - tick
         x, amp_t, p_t = _batch(batch, device)
-        if optimizer is not None and config.augment:
-            x, amp_t, p_t = random_symmetry((x, amp_t, p_t), ndim=mc.ndim)
+        if optimizer is not None and config.augment != "none":
+            x, amp_t, p_t = random_symmetry((x, amp_t, p_t), ndim=mc.ndim, group=config.augment)
         with torch.set_grad_enabled(optimizer is not None):
             amp, p = model(x)
             parts = loss_terms(

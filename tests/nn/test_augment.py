@@ -1,9 +1,11 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
 
 from cdiplatform.nn import apply_symmetry, n_symmetries
-from cdiplatform.nn.augment import inversion
+from cdiplatform.nn.augment import inversion, random_symmetry
 from cdiplatform.physics import far_field
 
 
@@ -41,3 +43,15 @@ def test_inversion_maps_r_to_minus_r_about_the_centre(ndim, size):
     index = (0,) + tuple(np.random.default_rng(0).integers(0, size, ndim))
     mirrored = (0,) + tuple((2 * centre - i) % size for i in index[1:])
     assert apply_symmetry(x, inversion(ndim), ndim=ndim)[mirrored] == x[index]
+
+
+@pytest.mark.parametrize("group, expected", [("permutations", 6), ("grid", 48)])
+def test_random_symmetry_draws_from_its_group(group, expected):
+    x = torch.arange(4 * 5 * 6, dtype=torch.float64).reshape(1, 4, 5, 6)  # each transpose has its own shape
+    torch.manual_seed(0)
+    drawn = {random_symmetry((x, x), ndim=3, group=group)[0].numpy().tobytes() for _ in range(600)}
+    transposes = {x.permute(0, *(a + 1 for a in p)).numpy().tobytes() for p in itertools.permutations(range(3))}
+    assert len(drawn) == expected
+    assert (drawn == transposes) if group == "permutations" else (transposes < drawn)
+    with pytest.raises(ValueError, match="group must be one of"):
+        random_symmetry((x,), ndim=3, group="flips")

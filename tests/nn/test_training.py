@@ -25,7 +25,7 @@ VARIANTS = {
     "plain": {},
     "batchnorm_leaky_augment_cosine_twin": {
         "model": {"batch_norm": True, "activation": "leaky_relu"},
-        "augment": True,
+        "augment": "grid",
         "lr_schedule": "cosine",
         "phase_weighting": "amplitude",
         "twin_invariant": True,
@@ -201,6 +201,16 @@ def test_cosine_schedule_sets_the_learning_rate_per_epoch():
     assert TrainConfig(schedule=config.schedule).learning_rate_at(5) == 1e-3
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(schedule=config.schedule, lr_schedule="step")
+
+
+@pytest.mark.parametrize("given, read", [(True, "grid"), (False, "none"), ("permutations", "permutations")])
+def test_augment_reads_the_flags_of_stored_configs(given, read):
+    schedule = (SchedulePhase("a", 1, ("encoder",), {"amplitude": 1}),)
+    config = TrainConfig(schedule=schedule, augment=given)
+    assert config.augment == read
+    assert TrainConfig(**{**config.__dict__, "augment": config.augment}) == config
+    with pytest.raises(ValueError, match="augment must be one of"):
+        TrainConfig(schedule=schedule, augment="flips")
 
 
 @pytest.mark.parametrize("device, warn_only", [("cpu", False), ("cuda", True)])

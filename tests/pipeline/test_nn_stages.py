@@ -47,7 +47,7 @@ batch_size = 32
 # the options the shipped 3D model trains with: they must resume exactly too
 batch_norm = true
 activation = "leaky_relu"
-augment = true
+augment = "grid"
 lr_schedule = "cosine"
 twin_invariant = true
 
@@ -98,7 +98,7 @@ def test_assemble_train_infer(client, tmp_path):
     assert len(attrs["training_history"]["train_loss"]) == 2
     assert attrs["training_set"]["node"].endswith("training/c2d")
     assert attrs["config"]["widths"] == [4, 8, 16] and attrs["config"]["oversampling"]
-    assert attrs["config"]["batch_norm"] and attrs["config"]["training"]["augment"]
+    assert attrs["config"]["batch_norm"] and attrs["config"]["training"]["augment"] == "grid"
     assert attrs["config"]["training"]["twin_invariant"]
     assert all(isinstance(v, np.ndarray) for v in weights.values()) and weights
 

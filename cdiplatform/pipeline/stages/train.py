@@ -85,8 +85,9 @@ class Train(TaskStage):
         learning_rate: float = 1e-3
         #: "constant" or "cosine" (decays to 0 over each phase of the schedule)
         lr_schedule: str = "constant"
-        #: a random flip/transpose of the grid per training batch (exact for diffraction data)
-        augment: bool = False
+        #: a random symmetry of the grid per training batch (exact for diffraction data): "none",
+        #: "grid" (flips and transposes) or "permutations" (transposes alone)
+        augment: str = "none"
         #: "bce" or "mae"; empty: the paper's (BCE in 2D, MAE in 3D)
         supervised_loss: str = ""
         #: "uniform", "amplitude" (the phase loss weighted by the target amplitude) or "support"
