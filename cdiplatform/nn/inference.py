@@ -156,8 +156,7 @@ def predict(
     amplitude = np.empty((inputs.shape[0], *config.grid), dtype=np.float32)
     phase = np.empty_like(amplitude)
     for start in range(0, inputs.shape[0], batch_size):
-        x = torch.as_tensor(np.asarray(inputs[start : start + batch_size]) if not torch.is_tensor(inputs)
-                            else inputs[start : start + batch_size])
+        x = torch.as_tensor(inputs[start : start + batch_size])
         objects = []
         for axes in orders:
             amp, p = run(x.permute(*axes).contiguous())
