@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from cdiplatform.nn.augment import apply_symmetry, inversion
+from cdiplatform.nn.config import PHASE_WEIGHTINGS
 from cdiplatform.physics.fft import far_field
 
 __all__ = [
@@ -126,7 +127,7 @@ def _phase_weight(amplitude_target: torch.Tensor, weighting: str, *, ndim: int) 
     if weighting == "support":
         support = normalized_magnitude(amplitude_target, ndim=ndim) > SUPPORT_FRACTION
         return support.to(amplitude_target.dtype)
-    raise ValueError(f"unknown phase weighting {weighting!r}; known: 'uniform', 'amplitude', 'support'")
+    raise ValueError(f"unknown phase weighting {weighting!r}; known: {PHASE_WEIGHTINGS}")
 
 
 def supervised_loss(
