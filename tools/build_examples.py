@@ -58,7 +58,7 @@ def main() -> None:
     from cdiplatform.catalog import open_catalog
     from cdiplatform.catalog.provenance import history_line, now, software_info
     from cdiplatform.pipeline.cluster import connect
-    from cdiplatform.pipeline.ingest import _content_hash, raw_scan_dataset
+    from cdiplatform.catalog.raw import raw_scan_dataset
     from cdiplatform.pipeline.job import load_job
     from cdiplatform.pipeline.runner import run_job
 
@@ -72,7 +72,6 @@ def main() -> None:
     ds = raw_scan_dataset(raw, beamtime=BEAMTIME)
     attrs = dict(ds.attrs)
     attrs.update(
-        content_hash=_content_hash(ds),
         reduced_from=f"{DATA.name}: scan 54, 201 frames of 256 x 256",
         license="BSD 2-Clause, APS cohere_examples; notice in catalogs/examples.LICENSE",
         provenance={"software": software_info(), "stage": {"name": "tools/build_examples.py",

@@ -5,18 +5,11 @@
 >>> cat.nodes("collection")  # doctest: +SKIP
 """
 
-from cdiplatform.catalog._catalog import (
-    STATUS_FAILED,
-    STATUS_MEANINGS,
-    STATUS_OK,
-    STATUS_PENDING,
-    Catalog,
-    open_catalog,
-    parse_node_ref,
-)
-from cdiplatform.catalog._errors import CatalogError, NodeNotFoundError, SchemaError
+from cdiplatform.catalog._catalog import Catalog, is_node_set, open_catalog, parse_node_ref
+from cdiplatform.catalog._errors import CatalogError, CatalogLockedError, NodeNotFoundError, SchemaError
 from cdiplatform.catalog.layout import NodeKind, check_node_path, node_kind
-from cdiplatform.catalog.models import load_model_arrays, read_model, write_model
+from cdiplatform.catalog.models import load_model_arrays, model_from_dataset, read_model, write_model
+from cdiplatform.catalog.run_nodes import STATUS_FAILED, STATUS_MEANINGS, STATUS_OK, STATUS_PENDING, Var
 
 __all__ = [
     "STATUS_FAILED",
@@ -25,11 +18,15 @@ __all__ = [
     "STATUS_PENDING",
     "Catalog",
     "CatalogError",
+    "CatalogLockedError",
     "NodeKind",
     "NodeNotFoundError",
     "SchemaError",
+    "Var",
     "check_node_path",
+    "is_node_set",
     "load_model_arrays",
+    "model_from_dataset",
     "node_kind",
     "open_catalog",
     "parse_node_ref",

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import uuid
 import shutil
+import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,16 +17,20 @@ import zarr
 from zarr.errors import ContainsGroupError
 
 from cdiplatform.catalog._errors import CatalogError, NodeNotFoundError
+from cdiplatform.catalog.hashing import combine_digests, dataset_hash
 from cdiplatform.catalog.layout import FORMAT_ATTR, FORMAT_VERSION, KINDS, NodeKind, check_node_path, node_kind
+from cdiplatform.catalog.run_nodes import (
+    BOOKKEEPING,
+    STATUS_FAILED,
+    Var,
+    bookkeeping_tail,
+    chunk_dataset,
+)
 from cdiplatform.catalog.schema import validate
 
-__all__ = ["Catalog", "open_catalog", "parse_node_ref"]
+__all__ = ["Catalog", "is_node_set", "open_catalog", "parse_node_ref"]
 
 Mode = Literal["r", "a"]
-
-#: status codes of the per-scan ``status`` variable (CF flag_values / flag_meanings)
-STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
-STATUS_MEANINGS = "pending ok failed"
 
 #: zarr arrays of nodes being written by this process, keyed by (catalog, node, allocation time)
 _ARRAYS: dict[tuple[str, str, int], dict[str, zarr.Array]] = {}
@@ -76,6 +79,13 @@ class Catalog:
         exists = self.path.exists()
         if not exists and self.mode == "r":
             raise CatalogError(f"{self.path}: no catalog there (the path does not exist)")
+        if exists and not self.path.is_dir():
+            raise CatalogError(f"{self.path}: not a catalog (a file, not a directory)")
+        if exists and not (self.path / "zarr.json").is_file():
+            if self.mode == "r" or any(self.path.iterdir()):
+                raise CatalogError(f"{self.path}: not a catalog (a directory without zarr.json); "
+                                   f"name a new path or an existing catalog")
+            exists = False  # an empty directory: make the catalog in it
         if exists:
             try:
                 root = zarr.open_group(self.path, mode="r" if self.mode == "r" else "a", zarr_format=3)
@@ -87,7 +97,7 @@ class Catalog:
                 )
             return root
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        root = zarr.open_group(self.path, mode="w-", zarr_format=3)
+        root = zarr.open_group(self.path, mode="a", zarr_format=3)
         root.attrs.update({FORMAT_ATTR: FORMAT_VERSION, "title": f"cdiplatform catalog {self.path.stem}"})
         for group in KINDS:
             _require_group(root, group)
@@ -200,25 +210,94 @@ class Catalog:
         return ds[["status", "reason"]].isel(scan=np.flatnonzero(status.values == STATUS_FAILED)).load()
 
     def content_hash(self, node: str) -> str:
-        """Hash of a node's content, from the per-scan digests its writers recorded.
+        """Hash of a node's content (:mod:`cdiplatform.catalog.hashing`), never by re-reading run data.
 
-        Nodes written whole (models, raw scans) carry their hash in the
-        ``content_hash`` attribute instead.
+        A run node's hash comes from the per-scan digests its writers
+        recorded; a node written whole carries it in its ``content_hash``
+        attribute (nodes written before that attribute existed are hashed
+        from their arrays once).
         """
         node = self._require(node)
-        attrs = self._root[node].attrs
-        if "content_hash" in attrs:
-            return str(attrs["content_hash"])
         group = self._root[node]
-        if "digest" not in group:
-            raise CatalogError(f"{self.path}:{node} records no digests to hash")
-        digests = np.asarray(group["digest"][...], dtype="<u8")
-        return hashlib.sha256(digests.tobytes()).hexdigest()
+        if "content_hash" in group.attrs:
+            return str(group.attrs["content_hash"])
+        if "digest" in group:
+            return combine_digests(np.asarray(group["digest"][...], dtype="<u8"))
+        ds = self.open(node, chunks=None).load()
+        return dataset_hash({str(k): v.values for k, v in ds.variables.items()})
+
+    # ------------------------------------------------------------------ node sets
+    def expand(self, pattern: str) -> list[str]:
+        """The members of a node set ``raw/<beamtime>/*``, in scan order (numeric names sort as numbers).
+
+        Raises
+        ------
+        CatalogError
+            When no node matches.
+        """
+        if not is_node_set(pattern):
+            raise CatalogError(f"{pattern!r} is not a node set (it must end with '/*')")
+        prefix = pattern[:-1]
+        members = [n for n in self.nodes() if n.startswith(prefix)]
+        if not members:
+            raise CatalogError(f"{self.path}: no node matches {pattern!r}")
+
+        def key(n: str):
+            last = n.rsplit("/", 1)[-1]
+            return (0, int(last), "") if last.isdigit() else (1, 0, last)
+
+        return sorted(members, key=key)
+
+    # ------------------------------------------------------------------ run nodes
+    def run_state(self, node: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(done, status)`` per scan of a run node; None when the node lacks its bookkeeping
+        (allocated by an older version and cut short: it must be allocated again)."""
+        node = self._require(node)
+        group = self._root[node]
+        if any(name not in group for name in BOOKKEEPING + ("scan",)):
+            return None
+        return np.asarray(group["done"][...], dtype=bool), np.asarray(group["status"][...])
+
+    def scans(self, node: str) -> np.ndarray:
+        """The ``scan`` coordinate of a node (the scans' identities), without opening its data."""
+        node = self._require(node)
+        group = self._root[node]
+        if "scan" not in group:
+            raise CatalogError(f"{self.path}:{node} has no scan coordinate")
+        ids = np.asarray(group["scan"][...])
+        return ids.astype(object) if ids.dtype.kind in "UOT" else ids
 
     # ------------------------------------------------------------------ writing
     def _writable(self) -> None:
         if self.mode == "r":
             raise CatalogError(f"{self.path}: opened read-only")
+
+    @contextlib.contextmanager
+    def _staging(self) -> Iterator[Path]:
+        """A fresh folder beside the catalog (same file system) to write a node into before it moves in."""
+        staging = self.path.parent / f".{self.path.name}.staging"
+        staging.mkdir(exist_ok=True)
+        tmp = staging / uuid.uuid4().hex
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                staging.rmdir()
+
+    def _move_into_place(self, tmp: Path, node: str, *, replace: bool) -> None:
+        for parent in reversed(Path(node).parents[:-1]):  # intermediate groups (raw/<beamtime>)
+            _require_group(self._root, str(parent))
+        target = self.path / node
+        old = None
+        if target.exists():
+            if not replace:
+                raise CatalogError(f"{self.path}: node {node!r} exists already")
+            old = tmp.parent / f"{uuid.uuid4().hex}.old"
+            os.rename(target, old)
+        os.rename(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
     def allocate(
         self,
@@ -229,11 +308,13 @@ class Catalog:
         attrs: Mapping[str, Any],
         runner_managed: bool = True,
     ) -> None:
-        """Create ``node`` from a template whose lazy variables are not computed.
+        """Create ``node`` from a template whose lazy variables are not computed, atomically.
 
-        Numpy-backed variables (coordinates, small per-scan fields) are written
-        now; dask-backed ones only get their metadata, to be filled by
-        :meth:`write_region` in whole chunks of ``chunk`` scans.
+        Numpy-backed variables (coordinates, bookkeeping) are written now;
+        dask-backed ones only get their metadata, to be filled by
+        :meth:`write_chunk` in whole chunks of ``chunk`` scans. The node is
+        made in a staging folder beside the catalog and renamed into place, so
+        that a run killed while allocating leaves no half-made node.
         """
         self._writable()
         node = check_node_path(node)
@@ -251,7 +332,71 @@ class Catalog:
                 enc["_FillValue"] = None
             if enc:
                 encoding[name] = enc
-        ds.to_zarr(self.path, group=node, mode="w-", compute=False, consolidated=False, encoding=encoding)
+        with self._staging() as tmp:
+            ds.to_zarr(tmp, mode="w-", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
+            self._move_into_place(tmp, node, replace=False)
+
+    def grow(self, node: str, scans: np.ndarray, coords: Mapping[str, Any]) -> None:
+        """Append ``scans`` (new identities) to a run node along ``scan``, pending, for a run to compute.
+
+        ``coords`` gives the new scans' per-scan coordinates (every per-scan
+        coordinate of the node). Only the run's driver grows a node, before
+        it submits the new chunks.
+        """
+        self._writable()
+        node = self._require(node)
+        group = zarr.open_group(self.path, path=node, mode="r+", zarr_format=3)
+        n_old = group["scan"].shape[0]
+        new = np.asarray(scans)
+        n_new = n_old + len(new)
+        tail = {"scan": new, **{k: np.asarray(v) for k, v in coords.items()}, **bookkeeping_tail(len(new))}
+        for name, arr in group.arrays():
+            dims = arr.metadata.dimension_names or ()
+            if not dims or dims[0] != "scan":
+                continue
+            if name not in tail and name in coords:
+                continue
+            arr.resize((n_new, *arr.shape[1:]))
+            if name in tail:
+                value = tail[name]
+                arr[n_old:n_new] = value.astype(object) if value.dtype.kind == "U" else value
+        group.attrs.update({"n_scans": int(n_new)})  # also renews zarr.json: cached array handles reopen
+
+    def write_chunk(
+        self,
+        node: str,
+        *,
+        start: int,
+        stop: int,
+        variables: Mapping[str, Var],
+        local: list[int],
+        values: Mapping[str, np.ndarray],
+        failed: Mapping[int, str],
+        seconds: list[float],
+    ) -> None:
+        """Write the whole chunk ``start:stop`` of a run node, ``done`` last.
+
+        Parameters
+        ----------
+        local : list of int
+            Positions within the chunk of the scans computed now (row ``p`` of ``values``).
+        values : mapping of str to ndarray
+            The computed scans' data variables (leading axis ``len(local)``).
+        failed : mapping of int to str
+            Rows of ``values`` that failed, with the reason; stored as fill values.
+        seconds : list of float
+            Compute time of each computed scan.
+
+        The scans of the chunk not in ``local`` keep what is stored.
+        """
+        n = stop - start
+        existing = None
+        if len(local) < n:
+            stored = self.open(node, chunks=None).isel(scan=slice(start, stop))
+            existing = stored.drop_vars(list(stored.coords))[[*variables, *BOOKKEEPING]].load()
+        chunk = chunk_dataset(variables=variables, n=n, local=local, values=values, failed=failed,
+                              seconds=seconds, existing=existing)
+        self.write_region(node, chunk, scans=slice(start, stop), last=("done",))
 
     def write_region(self, node: str, values: xr.Dataset, *, scans: slice, last: tuple[str, ...] = ()) -> None:
         """Write whole chunks along ``scan``: ``values`` holds every scan of ``scans``.
@@ -325,34 +470,20 @@ class Catalog:
 
         The node is written into a staging folder beside the catalog and moved
         into place in one rename, so that a reader, or a writer killed
-        halfway, never sees half a node.
+        halfway, never sees half a node. Its ``content_hash`` attribute is
+        computed here (:func:`~cdiplatform.catalog.hashing.dataset_hash`).
         """
         self._writable()
         node = check_node_path(node)
-        validate(node_kind(node), xr.Dataset(ds.data_vars, ds.coords, attrs=dict(attrs)), node=node)
-        target = self.path / node
+        attrs = {**dict(attrs), "content_hash": dataset_hash({str(k): v.values for k, v in ds.variables.items()})}
+        validate(node_kind(node), xr.Dataset(ds.data_vars, ds.coords, attrs=attrs), node=node)
         if node in self and not overwrite:
             raise CatalogError(f"{self.path}: node {node!r} exists already")
         out = _text_to_object(ds)
-        out.attrs = dict(attrs)
-        staging = self.path.parent / f".{self.path.name}.staging"
-        staging.mkdir(exist_ok=True)
-        tmp = staging / uuid.uuid4().hex
-        try:
+        out.attrs = attrs
+        with self._staging() as tmp:
             out.to_zarr(tmp, mode="w-", consolidated=False, zarr_format=3, encoding=dict(encoding or {}))
-            for parent in reversed(Path(node).parents[:-1]):  # intermediate groups (raw/<beamtime>)
-                _require_group(self._root, str(parent))
-            old = None
-            if target.exists():
-                old = staging / f"{uuid.uuid4().hex}.old"
-                os.rename(target, old)
-            os.rename(tmp, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                staging.rmdir()
+            self._move_into_place(tmp, node, replace=overwrite)
 
     def group_attrs(self, path: str) -> dict[str, Any]:
         """Attributes of a group above the nodes (``raw/<beamtime>``), empty if it does not exist."""
@@ -380,10 +511,11 @@ class Catalog:
         self.write(node, ds, attrs=attrs, overwrite=overwrite)
 
     def remove(self, node: str) -> None:
-        """Delete a node and everything below it."""
+        """Delete a node and everything below it (moved out of the catalog in one rename first)."""
         self._writable()
         node = self._require(node)
-        shutil.rmtree(self.path / node)
+        with self._staging() as tmp:
+            os.rename(self.path / node, tmp)
 
 
 def open_catalog(path: str | os.PathLike, *, mode: Mode = "r") -> Catalog:
@@ -405,6 +537,11 @@ def open_catalog(path: str | os.PathLike, *, mode: Mode = "r") -> Catalog:
     if mode not in ("r", "a"):
         raise CatalogError(f"mode must be 'r' or 'a', not {mode!r}")
     return Catalog(path, mode=mode)
+
+
+def is_node_set(node: str) -> bool:
+    """Whether ``node`` names a node set, ``raw/<beamtime>/*``: every raw scan of a beamtime, as one input."""
+    return node.endswith("/*")
 
 
 def _require_group(root: zarr.Group, path: str) -> zarr.Group:

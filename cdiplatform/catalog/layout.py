@@ -7,6 +7,7 @@ A catalog is one zarr v3 hierarchy (``catalogs/<name>.zarr``)::
     results/<run>             one method's results on a collection's grid
     models/<id>               trained networks: weights as arrays, config in attributes
     training/<id>             assembled training sets with their split
+    benchmarks/<id>           methods compared scan by scan (dims scan, method)
 
 Every node is a zarr group that ``xarray.open_zarr(path, group=node)`` reads.
 """
@@ -19,7 +20,7 @@ from cdiplatform.catalog._errors import CatalogError
 
 __all__ = ["KINDS", "NodeKind", "node_kind", "check_node_path"]
 
-NodeKind = Literal["raw", "collection", "result", "model", "training"]
+NodeKind = Literal["raw", "collection", "result", "model", "training", "benchmark"]
 
 #: top-level group -> (node kind, depth of a node below the group)
 KINDS: dict[str, tuple[NodeKind, int]] = {
@@ -28,6 +29,7 @@ KINDS: dict[str, tuple[NodeKind, int]] = {
     "results": ("result", 1),
     "models": ("model", 1),
     "training": ("training", 1),
+    "benchmarks": ("benchmark", 1),
 }
 
 #: marks the root group of a catalog, with the layout version

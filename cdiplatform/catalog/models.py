@@ -20,7 +20,8 @@ import xarray as xr
 from cdiplatform.catalog._catalog import Catalog, open_catalog, parse_node_ref
 from cdiplatform.catalog._errors import CatalogError
 
-__all__ = ["arrays_to_dataset", "dataset_to_arrays", "load_model_arrays", "read_model", "write_model"]
+__all__ = ["arrays_to_dataset", "dataset_to_arrays", "load_model_arrays", "model_from_dataset", "read_model",
+           "write_model"]
 
 
 def _var_name(key: str) -> str:
@@ -65,13 +66,24 @@ def read_model(cat: Catalog, node: str, *, prefix: str | None = "model") -> tupl
     return dataset_to_arrays(ds, prefix=prefix), cat.attrs(node)
 
 
+def check_model_attrs(attrs: Mapping[str, Any], *, where: str) -> None:
+    """Refuse a node that is not a finished model (a checkpoint of a running training, or another node)."""
+    if "config" not in attrs or "weights_hash" not in attrs:
+        raise CatalogError(f"{where}: not a model node (no 'config' or 'weights_hash' attribute)")
+    if not attrs.get("run", {}).get("complete", True):
+        raise CatalogError(f"{where}: the model's training has not finished (a checkpoint, not a model)")
+
+
+def model_from_dataset(ds: xr.Dataset) -> tuple[dict[str, np.ndarray], dict[str, Any], str | None]:
+    """``(weights, config, weights_hash)`` of a model node opened as a dataset (a stage's model input)."""
+    check_model_attrs(ds.attrs, where=str(ds.attrs.get("node", "model input")))
+    return dataset_to_arrays(ds.load(), prefix="model"), ds.attrs["config"], ds.attrs.get("weights_hash")
+
+
 def load_model_arrays(ref: str) -> tuple[dict[str, np.ndarray], dict[str, Any], str | None]:
     """``(weights, config, weights_hash)`` of the model node ``CATALOG:models/<id>``."""
     path, node = parse_node_ref(ref)
     cat = open_catalog(path)
     weights, attrs = read_model(cat, node)
-    if not attrs.get("run", {}).get("complete", True):
-        raise CatalogError(f"{ref}: the model's training has not finished (a checkpoint, not a model)")
-    if "config" not in attrs:
-        raise CatalogError(f"{ref}: not a model node (no 'config' attribute)")
+    check_model_attrs(attrs, where=ref)
     return weights, attrs["config"], attrs.get("weights_hash")

@@ -12,14 +12,12 @@ import xarray as xr
 
 from cdiplatform.catalog._errors import SchemaError
 from cdiplatform.catalog.layout import NodeKind
+from cdiplatform.catalog.run_nodes import BOOKKEEPING
 
-__all__ = ["validate", "GRID_DIMS", "BOOKKEEPING"]
+__all__ = ["validate", "GRID_DIMS"]
 
 #: grid dimensions of collections and results, by dimensionality
 GRID_DIMS = {2: ("y", "x"), 3: ("z", "y", "x")}
-
-#: per-scan variables the runner adds to every node it writes
-BOOKKEEPING = ("status", "reason", "done", "seconds", "digest")
 
 #: per-scan coordinates every collection must carry
 COLLECTION_COORDS = ("kind", "sample", "source")
@@ -48,10 +46,12 @@ def _grid_dims(ds: xr.Dataset, var: str, problems: list[str]) -> tuple[str, ...]
 
 
 def _check_scan_coord(ds: xr.Dataset, problems: list[str]) -> None:
+    # a scan's identity: an integer (its index in the simulation that made it) or text
+    # ("<beamtime>/<scan number>" for a measured scan)
     if "scan" not in ds.coords:
         problems.append("missing coordinate 'scan'")
-    elif ds["scan"].dtype.kind not in "iu":
-        problems.append(f"coordinate 'scan' must be integer, not {ds['scan'].dtype}")
+    elif ds["scan"].dtype.kind not in "iuOUT":
+        problems.append(f"coordinate 'scan' must hold integers or text, not {ds['scan'].dtype}")
 
 
 def _check_bookkeeping(ds: xr.Dataset, problems: list[str]) -> None:
@@ -116,12 +116,21 @@ def _check_model(ds: xr.Dataset, problems: list[str]) -> None:
             problems.append(f"missing attribute {name!r}")
 
 
+def _check_benchmark(ds: xr.Dataset, problems: list[str]) -> None:
+    _check_scan_coord(ds, problems)
+    if "method" not in ds.coords:
+        problems.append("missing coordinate 'method'")
+    if "collection" not in ds.attrs:
+        problems.append("missing attribute 'collection'")
+
+
 _CHECKS = {
     "collection": _check_collection,
     "result": _check_result,
     "training": _check_training,
     "raw": _check_raw,
     "model": _check_model,
+    "benchmark": _check_benchmark,
 }
 
 
@@ -130,7 +139,7 @@ def validate(kind: NodeKind, ds: xr.Dataset, *, node: str, runner_managed: bool 
 
     Parameters
     ----------
-    kind : {"collection", "result", "training", "raw", "model"}
+    kind : {"collection", "result", "training", "raw", "model", "benchmark"}
     ds : xarray.Dataset
         What is about to be written (lazy arrays are not loaded).
     node : str

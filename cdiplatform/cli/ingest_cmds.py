@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cdiplatform.cli._console import fail, out, say
+
 ingest_app = typer.Typer(help="Ingest measured scans into raw/<beamtime>/<scan>.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
 
 ClusterOpt = Annotated[str, typer.Option(help="local | slurm | slurm:PATH.yaml | tcp://ADDRESS")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="worker processes (local) or SLURM jobs")]
@@ -25,36 +24,38 @@ def _roi(text: Optional[str]) -> tuple[int, int, int, int] | None:
         r0, r1 = (int(v) for v in rows.split(":"))
         c0, c1 = (int(v) for v in cols.split(":"))
     except ValueError:
-        err.print(f"[bold red]error:[/] --roi {text!r}: expected R0:R1,C0:C1 (rows, then columns)")
-        raise typer.Exit(2)
+        fail(f"--roi {text!r}: expected R0:R1,C0:C1 (rows, then columns)")
     return (r0, r1, c0, c1)
 
 
-def _drive(run, *, cluster: str, workers: Optional[int], total: int) -> None:
+def _drive(run, *, catalog: Path, cluster: str, workers: Optional[int], total: int) -> None:
+    from cdiplatform.catalog import open_catalog
     from cdiplatform.pipeline.cluster import connect
+
+    if catalog.exists():
+        open_catalog(catalog)  # a directory that is not a catalog is refused before anything is written
 
     try:
         handle = connect(cluster, workers=workers)
     except (ValueError, OSError, TimeoutError) as exc:
-        err.print(f"[bold red]error:[/] cluster {cluster!r}: {exc}")
-        raise typer.Exit(2)
+        fail(f"cluster {cluster!r}: {exc}")
     with handle, Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=out) as progress:
-        out.print(f"dashboard: {handle.dashboard_link}")
+        say(str(handle.dashboard_link), prefix="dashboard: ")
         bar = progress.add_task("ingest", total=total)
 
         def done(outcome):
             progress.advance(bar)
             if outcome.state == "failed":
-                progress.console.print(f"[red]failed[/] scan {outcome.scan}: {outcome.reason}", highlight=False)
+                say(f"scan {outcome.scan}: {outcome.reason}", prefix="failed ", prefix_style="red",
+                    console=progress.console)
 
         try:
             outcomes = run(handle.client, done)
         except ValueError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(2)
+            fail(str(exc))
     counts = {s: sum(o.state == s for o in outcomes) for s in ("ok", "skipped", "failed")}
-    out.print(f"{counts['ok']} ingested, {counts['skipped']} already there, {counts['failed']} failed")
+    say(f"{counts['ok']} ingested, {counts['skipped']} already there, {counts['failed']} failed")
     if counts["failed"]:
         raise typer.Exit(1)
 
@@ -80,13 +81,12 @@ def spec(
     try:
         numbers = parse_scan_list(scans)
     except ValueError as exc:
-        err.print(f"[bold red]error:[/] --scans: {exc}")
-        raise typer.Exit(2)
+        fail(f"--scans: {exc}")
     region = _roi(roi)
     _drive(lambda client, done: ingest_spec(
         client, catalog=catalog, spec=spec_file, scans=numbers, frames=frames, beamtime=beamtime, dark=dark,
         flat=flat, roi=region, detector=detector, overwrite=overwrite, on_done=done),
-        cluster=cluster, workers=workers, total=len(numbers))
+        catalog=catalog, cluster=cluster, workers=workers, total=len(numbers))
 
 
 @ingest_app.command("arrays")
@@ -105,4 +105,4 @@ def arrays(
     _drive(lambda client, done: ingest_arrays(client, catalog=catalog, files=[str(f) for f in files],
                                               beamtime=beamtime, dataset=dataset, overwrite=overwrite,
                                               on_done=done),
-           cluster=cluster, workers=workers, total=len(files))
+           catalog=catalog, cluster=cluster, workers=workers, total=len(files))

@@ -8,14 +8,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cdiplatform.catalog import CatalogError
+from cdiplatform.cli._console import CdipGroup, err, fail, out, say, text
 from cdiplatform.cli.catalog_cmds import catalog_app
 from cdiplatform.cli.ingest_cmds import ingest_app
-from cdiplatform.pipeline.job import JobError
 
 app = typer.Typer(
     name="cdip",
@@ -23,28 +21,26 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=CdipGroup,
 )
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(ingest_app, name="ingest")
 
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+ClusterOpt = Annotated[str, typer.Option(help="local | slurm | slurm:PATH.yaml | tcp://ADDRESS")]
+WorkersOpt = Annotated[Optional[int], typer.Option(help="worker processes (local) or SLURM jobs")]
+DashboardOpt = Annotated[Optional[str], typer.Option(
+    help="HOST:PORT of the dashboard (default 127.0.0.1:0, loopback only; 0.0.0.0:8787 opens it to the network)")]
 
 
 def _dry_run(job, catalog: Optional[Path]) -> None:
     from cdiplatform.pipeline.runner import plan_job
 
-    table = Table(title=f"dry run of {job.name} into {catalog or job.catalog}")
+    table = Table(title=text(f"dry run of {job.name} into {catalog or job.catalog}"))
     for col in ("stage", "output", "scans", "chunks", "done", "to compute", "state"):
         table.add_column(col, overflow="fold")
     for r in plan_job(job, catalog=catalog):
-        table.add_row(r.label, r.node, str(r.n_scans or "?"), str(r.chunks or "?"), str(r.done),
-                      str(r.pending if r.n_scans else "?"), r.state)
+        table.add_row(*(text(v) for v in (r.label, r.node, r.n_scans or "?", r.chunks or "?", r.done,
+                                           r.pending if r.n_scans else "?", r.state)))
     out.print(table)
 
 
@@ -53,8 +49,8 @@ def _summary(reports) -> Table:
     for col in ("stage", "output", "scans", "computed", "ok", "failed", "seconds", "state"):
         table.add_column(col, overflow="fold")
     for r in reports:
-        table.add_row(r.label, r.node, str(r.n_scans), str(r.computed), str(r.ok),
-                      f"[red]{len(r.failed)}[/]" if r.failed else "0", f"{r.seconds:.1f}", r.state)
+        table.add_row(text(r.label), text(r.node), text(r.n_scans), text(r.computed), text(r.ok),
+                      text(len(r.failed), "red" if r.failed else None), text(f"{r.seconds:.1f}"), text(r.state))
     return table
 
 
@@ -62,26 +58,26 @@ def _summary(reports) -> Table:
 def run(
     job_file: Annotated[Path, typer.Argument(help="job file (TOML)", metavar="JOB.toml")],
     catalog: Annotated[Optional[Path], typer.Option(help="output catalog (default: the job's)")] = None,
-    cluster: Annotated[str, typer.Option(help="local | slurm | slurm:PATH.yaml | tcp://ADDRESS")] = "local",
-    workers: Annotated[Optional[int], typer.Option(help="worker processes (local) or SLURM jobs")] = None,
+    cluster: ClusterOpt = "local",
+    workers: WorkersOpt = None,
+    dashboard_address: DashboardOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would run and what is done")] = False,
     new_run: Annotated[bool, typer.Option("--new-run", help="replace outputs written by another run")] = False,
 ) -> None:
     """Run (or resume) a job: every stage, on a Dask cluster."""
     from cdiplatform.pipeline.job import load_job
 
-    try:
-        job = load_job(job_file)
-        if dry_run:
-            _dry_run(job, catalog)
-            return
-        _run(job, catalog=catalog, cluster=cluster, workers=workers, new_run=new_run)
-    except (JobError, CatalogError) as exc:
-        _fail(str(exc))
+    job = load_job(job_file)
+    if dry_run:
+        _dry_run(job, catalog)
+        return
+    _run(job, catalog=catalog, cluster=cluster, workers=workers, new_run=new_run,
+         dashboard_address=dashboard_address)
 
 
 class _PerformanceReport:
-    """Dask's performance report around a run; one that cannot be written only warns.
+    """Dask's performance report around a run, self-contained (BokehJS inlined: it opens without
+    internet); one that cannot be written only warns.
 
     The report is made after the last task, so failing to make it (bokeh
     missing, the scheduler gone) must not turn a finished run into a failure.
@@ -92,7 +88,7 @@ class _PerformanceReport:
 
         self.path = path
         self.written = False
-        self._report = performance_report(filename=str(path))
+        self._report = performance_report(filename=str(path), mode="inline")
 
     def __enter__(self) -> _PerformanceReport:
         self._report.__enter__()
@@ -101,37 +97,39 @@ class _PerformanceReport:
     def __exit__(self, *exc: object) -> bool:
         try:
             self._report.__exit__(*exc)
-            self.written = self.path.exists()
+            self.written = self.path.exists() and self.path.stat().st_size > 0
         except Exception as report_exc:  # noqa: BLE001 - the run's outcome stands either way
-            err.print(f"[yellow]no performance report[/] ({type(report_exc).__name__}: {report_exc})",
-                      highlight=False)
+            say(f"({type(report_exc).__name__}: {report_exc})", prefix="no performance report ",
+                prefix_style="yellow", console=err)
+        if not self.written:
+            self.path.unlink(missing_ok=True)
         return False
 
 
-def _run(job, *, catalog, cluster, workers, new_run) -> None:
+def _run(job, *, catalog, cluster, workers, new_run, dashboard_address=None) -> None:
     from cdiplatform.pipeline.cluster import connect
     from cdiplatform.pipeline.runner import plan_job, run_job
 
     target = Path(catalog or job.catalog)
     plan_job(job, catalog=target)  # every check that can fail before a cluster starts
-    out.print(f"[bold]{job.name}[/]: {len(job.stages)} stage(s) into {target}")
+    say(f"{len(job.stages)} stage(s) into {target}", prefix=f"{job.name}: ", prefix_style="bold")
     reports_dir = target.parent / f"{target.stem}.reports"
     reports_dir.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     report_file = reports_dir / f"{job.name}-{stamp}.html"
     try:
-        handle = connect(cluster, workers=workers)
+        handle = connect(cluster, workers=workers, dashboard_address=dashboard_address)
     except (ValueError, OSError, TimeoutError) as exc:
-        _fail(f"cluster {cluster!r}: {exc}")
+        fail(f"cluster {cluster!r}: {exc}")
     with handle:
-        out.print(f"dashboard: [link={handle.dashboard_link}]{handle.dashboard_link}[/link]")
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        say(str(handle.dashboard_link), prefix="dashboard: ")
+        columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                    TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=out, transient=False) as progress:
             tasks = {}
 
             def start(report, pending):
-                what = "resuming" if report.state == "resume" else "running"
+                what = {"resume": "resuming", "grow": f"adding {report.added} scans"}.get(report.state, "running")
                 tasks[report.label] = progress.add_task(f"{report.label} ({what})", total=pending, failed=0)
 
             def advance(report, n):
@@ -139,25 +137,25 @@ def _run(job, *, catalog, cluster, workers, new_run) -> None:
 
             def end(report):
                 if report.state == "complete":
-                    progress.console.print(
-                        f"{report.label}: {report.node} is complete ({report.n_scans} scans); nothing to do")
+                    progress.console.print(text(
+                        f"{report.label}: {report.node} is complete ({report.n_scans} scans); nothing to do"))
 
             with _PerformanceReport(report_file) as perf:
                 reports = run_job(job, client=handle.client, catalog=target, new_run=new_run,
-                                  cluster_label=f"{handle.kind} {handle.client.scheduler.address}", on_stage_start=start, on_progress=advance,
-                                  on_stage_end=end)
+                                  cluster_label=f"{handle.kind} {handle.client.scheduler.address}",
+                                  on_stage_start=start, on_progress=advance, on_stage_end=end)
     out.print(_summary(reports))
     if all(r.state == "complete" for r in reports):
-        out.print("everything was already complete: nothing recomputed, nothing rewritten")
+        say("everything was already complete: nothing recomputed, nothing rewritten")
         report_file.unlink(missing_ok=True)
     elif perf.written:
-        out.print(f"performance report: {report_file}")
-    failed = [(r, scan, why) for r in reports for scan, why in sorted(r.failed.items())]
+        say(str(report_file), prefix="performance report: ")
+    failed = [(r, scan, why) for r in reports for scan, why in r.failed.items()]
     if failed:
         for r, scan, why in failed[:20]:
-            err.print(f"[red]failed[/] {r.node} scan {scan}: {why}", highlight=False)
+            say(f"{r.node} scan {scan}: {why}", prefix="failed ", prefix_style="red", console=err)
         if len(failed) > 20:
-            err.print(f"... and {len(failed) - 20} more: cdip catalog show {target} NODE")
+            say(f"... and {len(failed) - 20} more: cdip catalog show {target} NODE", console=err)
         raise typer.Exit(1)
 
 
@@ -167,17 +165,25 @@ def stages() -> None:
     import dataclasses
     import typing
 
+    from cdiplatform.pipeline.params import config_field_of
     from cdiplatform.pipeline.stage import registered_stages
 
+    def fields_of(cls) -> str:
+        hints = typing.get_type_hints(cls)
+        return ", ".join(
+            f"{f.name}: {getattr(hints[f.name], '__name__', hints[f.name])}"
+            + (f" = {f.default!r}" if f.default is not dataclasses.MISSING else "")
+            for f in dataclasses.fields(cls) if not f.metadata.get("config"))
+
     for name, cls in sorted(registered_stages().items()):
-        hints = typing.get_type_hints(cls.Params)
-        params = ", ".join(
-            f"{f.name}: {getattr(hints[f.name], '__name__', hints[f.name])} = {f.default!r}"
-            if f.default is not dataclasses.MISSING else f"{f.name}: {hints[f.name]}"
-            for f in dataclasses.fields(cls.Params)
-        )
-        ins = ", ".join(cls.inputs) or "-"
-        out.print(f"[bold]{name}[/] (inputs: {ins}; writes a {cls.output_kind})\n  {params}", highlight=False)
+        ins = ", ".join(i.name for i in cls.input_specs()) or "-"
+        say(f" (inputs: {ins}; writes a {cls.output_kind})", prefix=name, prefix_style="bold")
+        say(f"  {fields_of(cls.Params)}")
+        config = config_field_of(cls.Params)
+        if config is not None:
+            value = config.default
+            recipes = ", ".join(sorted(config.metadata.get("recipes", {}))) or "none"
+            say(f"  + the fields of {type(value).__name__} (recipes: {recipes}): {fields_of(type(value))}")
 
 
 def main() -> None:
@@ -185,7 +191,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        err.print("interrupted: run the same command again to resume")
+        say("interrupted: run the same command again to resume", console=err)
         sys.exit(130)
 
 

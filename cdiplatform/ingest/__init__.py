@@ -13,7 +13,6 @@ from cdiplatform.ingest.detectors import DETECTORS, Detector, get_detector
 from cdiplatform.ingest.errors import IngestError
 from cdiplatform.ingest.frames import Region, frame_files, read_field, read_frames, read_tiff
 from cdiplatform.ingest.geometry import q_steps, q_steps_approx
-from cdiplatform.ingest.peer_compat import make_peer_amplitude
 from cdiplatform.ingest.prepare import (
     PreparedScan,
     bin_array,
@@ -44,7 +43,6 @@ __all__ = [
     "find_peak",
     "frame_files",
     "get_detector",
-    "make_peer_amplitude",
     "network_input",
     "prepare_scan",
     "q_steps",

@@ -357,6 +357,9 @@ def prepare_scan(
     if threshold > 0:
         corrected, rec = threshold_intensity(corrected, threshold, inplace=True)
         steps.append(rec)
+    if not np.any(corrected > 0):
+        raise IngestError(f"no signal: every voxel is 0 after the corrections and the threshold {threshold}",
+                          scan=raw.scan)
     if centring == "max":
         # the Bragg peak as the detector recorded it: the brightest measured (unmasked) voxel of
         # the raw counts; the white field can move the corrected maximum by a pixel

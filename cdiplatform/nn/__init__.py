@@ -5,7 +5,14 @@ the first axis; nothing here knows about Dask or zarr. See ``docs/nn.md``.
 """
 
 from cdiplatform.nn.augment import apply_symmetry, n_symmetries
-from cdiplatform.nn.config import ModelConfig, SchedulePhase, TrainConfig, cdi_nn_2d_config, cdi_nn_3d_config
+from cdiplatform.nn.config import (
+    RECIPES,
+    ModelConfig,
+    SchedulePhase,
+    TrainConfig,
+    cdi_nn_2d_config,
+    cdi_nn_3d_config,
+)
 from cdiplatform.nn.data import (
     SPLITS,
     BlockDataset,
@@ -39,6 +46,7 @@ __all__ = [
     "assemble_training",
     "average_objects",
     "build_model",
+    "RECIPES",
     "cdi_nn_2d_config",
     "cdi_nn_3d_config",
     "estimate_oversampling",

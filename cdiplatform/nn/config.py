@@ -22,6 +22,7 @@ from typing import Any
 
 __all__ = [
     "ARCHITECTURES",
+    "RECIPES",
     "INPUT_NORMALIZATION",
     "ModelConfig",
     "SchedulePhase",
@@ -401,3 +402,11 @@ def cdi_nn_3d_config(
     train = TrainConfig(schedule=schedule, **{"batch_size": 32, "supervised_loss": "mae", **training})
     widths = (8, 16, 32) if reduced else (64, 128, 256)
     return ModelConfig(arch="cdi_nn_3d", ndim=3, size=32, widths=widths, dropout=0.1, training=train)
+
+
+#: the networks of the papers by name, for ``recipe = "..."`` in a ``train`` stage
+RECIPES: dict[str, ModelConfig] = {
+    "cdi_nn_2d": cdi_nn_2d_config(epochs=20),
+    "cdi_nn_3d": cdi_nn_3d_config(),
+    "cdi_nn_3d_reduced": cdi_nn_3d_config(reduced=True),
+}

@@ -7,7 +7,17 @@ chunks into the catalog and resuming where a run stopped.
 
 from cdiplatform.pipeline.job import Job, JobError, load_job
 from cdiplatform.pipeline.runner import StageReport, plan_job, run_job
-from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage, Var, register
+from cdiplatform.pipeline.stage import (
+    ChunkResult,
+    Input,
+    Plan,
+    Stage,
+    TaskContext,
+    TaskStage,
+    Var,
+    config_field,
+    register,
+)
 
-__all__ = ["ChunkResult", "Job", "JobError", "Plan", "Stage", "StageReport", "Var", "load_job", "plan_job",
-           "register", "run_job"]
+__all__ = ["ChunkResult", "Input", "Job", "JobError", "Plan", "Stage", "StageReport", "TaskContext", "TaskStage",
+           "Var", "config_field", "load_job", "plan_job", "register", "run_job"]

@@ -1,14 +1,17 @@
-"""What one task does: compute a chunk of scans and write it, whole, into the catalog.
+"""What one task does: screen, compute and write a chunk of scans, whole, into the catalog.
 
 Runs on a Dask worker; everything it needs travels in a :class:`ChunkTask`.
+Before the stage sees a scan, the task screens it once for every stage: a scan
+missing from a joined input, failed upstream (``failed upstream in <node>:
+<reason>``), or whose declared variables hold NaN or infinity is recorded as
+failed with that reason and never computed (unless the stage declared that
+it sees failures for that input).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 import traceback
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,87 +19,40 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from cdiplatform.catalog import STATUS_FAILED, STATUS_OK, open_catalog
-from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage
+from cdiplatform.catalog import STATUS_FAILED, STATUS_OK, Var, open_catalog
+from cdiplatform.catalog.run_nodes import fill_value
+from cdiplatform.pipeline.inputs import TaskInput
+from cdiplatform.pipeline.randomness import scan_rngs, stage_seed_sequence
+from cdiplatform.pipeline.stage import ChunkResult, Stage
 
-__all__ = ["ChunkTask", "ChunkOutcome", "failure_reason", "fill_value", "run_chunk", "scan_rngs"]
+__all__ = ["ChunkOutcome", "ChunkTask", "failure_reason", "run_chunk"]
 
 
 @dataclass(frozen=True)
 class ChunkTask:
-    """One task: scans ``start:stop`` of the output, of which ``pending`` are (re)computed."""
+    """One task: scans ``start:stop`` of the output, of which ``local`` (positions in the chunk) are computed."""
 
     stage: type[Stage]
     params: Any
-    plan: Plan
-    inputs: dict[str, tuple[str, Any, Any]]  # name -> (catalog path, node or node-set members, select)
+    variables: dict[str, Var]
+    inputs: tuple[TaskInput, ...]  # positions: one per scan of ``scans``
     output: tuple[str, str]  # (catalog path, node)
     start: int
     stop: int
-    pending: tuple[int, ...]  # global scan positions
+    local: tuple[int, ...]
+    scans: np.ndarray  # identities of the scans computed, as ``local``
     seed: int
-    stream: int  # separates the random streams of the stages of one job
-    source: tuple[int, ...] | None = None  # input positions of the pending scans, when not the same
+    stream: int
 
 
 @dataclass
 class ChunkOutcome:
     start: int
     stop: int
-    ok: list[int] = field(default_factory=list)
-    failed: dict[int, str] = field(default_factory=dict)
+    ok: list[Any] = field(default_factory=list)
+    failed: dict[Any, str] = field(default_factory=dict)  # scan identity -> reason
     seconds: float = 0.0
     device: str = "cpu"
-
-
-def stream_key(label: str) -> int:
-    """A stable 32-bit key for a stage, so two stages of a job draw different numbers."""
-    return zlib.crc32(label.encode())
-
-
-def scan_rngs(seed: int, stream: int, scans: np.ndarray) -> list[np.random.Generator]:
-    """One generator per scan, from the job seed, the stage stream and the scan position only."""
-    return [np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream, int(s)))) for s in scans]
-
-
-def fill_value(dtype: np.dtype) -> Any:
-    """What a failed or pending scan holds: NaN, 0, False or ''."""
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f" or dtype.kind == "c":
-        return np.nan
-    if dtype.kind == "b":
-        return False
-    if dtype.kind in "OUT":
-        return ""
-    return 0
-
-
-def _digest(values: dict[str, np.ndarray], i: int) -> np.uint64:
-    h = hashlib.blake2b(digest_size=8)
-    for name in sorted(values):
-        a = np.ascontiguousarray(values[name][i])
-        h.update(name.encode())
-        h.update(a.tobytes() if a.dtype.kind != "O" else str(a).encode())
-    return np.frombuffer(h.digest(), dtype="<u8")[0]
-
-
-def _check_result(result: ChunkResult, plan: Plan, n: int, stage: str) -> None:
-    if not isinstance(result, ChunkResult):
-        raise TypeError(f"stage {stage} returned {type(result).__name__}, not ChunkResult")
-    for name, var in plan.variables.items():
-        if name not in result.values:
-            raise ValueError(f"stage {stage} did not return variable {name!r}")
-        got = np.shape(result.values[name])
-        if got != (n, *var.shape):
-            raise ValueError(f"stage {stage} returned {name!r} of shape {got}, expected {(n, *var.shape)}")
-
-
-def _compute(task: ChunkTask, inputs: dict[str, xr.Dataset], index: np.ndarray) -> tuple[dict, dict[int, str]]:
-    stage = task.stage()
-    rngs = scan_rngs(task.seed, task.stream, index)
-    result = stage.compute(task.params, inputs, index, rngs)
-    _check_result(result, task.plan, len(index), task.stage.name)
-    return result.values, dict(result.failed)
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -106,109 +62,231 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def run_chunk(task: ChunkTask) -> ChunkOutcome:
-    """Compute the pending scans of a chunk and write the whole chunk; never raises for a bad scan.
+def _node_name(inp: TaskInput, i: int = 0) -> str:
+    return inp.nodes[i]
 
-    The batch is computed in one call; if that call raises, each scan is tried
-    alone so that one bad scan does not take its neighbours down. Data
-    variables are written first and ``done`` last, so a task killed in
-    between leaves its chunk to be redone.
+
+def _variables(ds: xr.Dataset, inp: TaskInput) -> list[str]:
+    spec = inp.spec
+    if spec.loads_all:
+        return list(ds.data_vars)
+    names = [v for v in spec.variables] + [v for v in spec.optional if v in ds]
+    if spec.sees_failures:
+        names += [v for v in ("status", "reason") if v in ds and v not in names]
+    return names
+
+
+class _Opened:
+    """The task's inputs, opened lazily (no dask inside a task: a worker's ``.load()`` would
+    submit graphs to its own cluster)."""
+
+    def __init__(self, inputs: tuple[TaskInput, ...]) -> None:
+        self.inputs = inputs
+        self.cats = {inp.catalog: open_catalog(inp.catalog) for inp in inputs}
+        self.nodes: dict[str, list[xr.Dataset | None]] = {}
+        for inp in inputs:
+            cat = self.cats[inp.catalog]
+            if inp.form == "set":
+                self.nodes[inp.name] = [None] * len(inp.nodes)  # members opened as needed
+            else:
+                opened = []
+                for node in inp.nodes:
+                    ds = cat.open(node, chunks=None)
+                    ds.attrs["node"] = f"{inp.catalog}:{node}"
+                    opened.append(ds)
+                self.nodes[inp.name] = opened
+
+    def member(self, inp: TaskInput, i: int) -> xr.Dataset:
+        got = self.nodes[inp.name][i]
+        if got is None:
+            got = self.cats[inp.catalog].open(inp.nodes[i], chunks=None)
+            got.attrs["node"] = f"{inp.catalog}:{inp.nodes[i]}"
+            self.nodes[inp.name][i] = got
+        return got
+
+    def screen(self, scans: np.ndarray) -> dict[int, str]:
+        """Positions (in ``scans``) that cannot be computed, with the reason."""
+        failed: dict[int, str] = {}
+        for inp in self.inputs:
+            if inp.form in ("whole", "set") or inp.spec.sees_failures:
+                continue
+            for k, ds in enumerate(self.nodes[inp.name]):
+                pos = inp.positions[k]
+                node = _node_name(inp, k)
+                for p in np.flatnonzero(pos < 0):
+                    failed.setdefault(int(p), f"scan {scans[p]} is not in {node}")
+                have = np.flatnonzero(pos >= 0)
+                if "status" not in ds or len(have) == 0:
+                    continue
+                status = np.asarray(ds["status"].isel(scan=pos[have]).values)
+                bad = have[status != STATUS_OK]
+                if len(bad):
+                    reasons = np.asarray(ds["reason"].isel(scan=pos[bad]).values) if "reason" in ds else None
+                    for j, p in enumerate(bad):
+                        why = str(reasons[j]) if reasons is not None and reasons[j] else "not computed"
+                        failed.setdefault(int(p), f"failed upstream in {node}: {why}")
+        return failed
+
+    def load(self, rows: np.ndarray) -> dict[str, Any]:
+        """The inputs of the scans at ``rows`` (positions in the task's scans), loaded."""
+        out: dict[str, Any] = {}
+        for inp in self.inputs:
+            if inp.form == "whole":
+                out[inp.name] = self.nodes[inp.name][0]
+            elif inp.form == "set":
+                out[inp.name] = [self.member(inp, int(m)).load() for m in inp.positions[0][rows]]
+            else:
+                loaded = [self._load_node(inp, k, ds, rows) for k, ds in enumerate(self.nodes[inp.name])]
+                out[inp.name] = loaded if inp.form == "many" else loaded[0]
+        return out
+
+    @staticmethod
+    def _load_node(inp: TaskInput, k: int, ds: xr.Dataset, rows: np.ndarray) -> xr.Dataset:
+        pos = inp.positions[k][rows]
+        names = _variables(ds, inp)
+        if (pos >= 0).all():
+            return ds[names].isel(scan=pos).load()
+        # only an input that sees failures gets here: scans it lacks come as failed ones
+        part = ds[names].isel(scan=pos[pos >= 0]).load()
+        full = part.isel(scan=np.zeros(len(pos), dtype=int)).copy(deep=True)
+        for name, var in full.data_vars.items():
+            var.values[pos < 0] = fill_value(var.dtype)
+            var.values[pos >= 0] = part[name].values
+        if "status" in full:
+            full["status"].values[pos < 0] = STATUS_FAILED
+        if "reason" in full:
+            full["reason"].values[pos < 0] = f"not in {_node_name(inp, k)}"
+        return full
+
+    def not_finite(self, loaded: dict[str, Any], scans: np.ndarray) -> dict[int, str]:
+        """Rows whose declared variables hold NaN or infinity."""
+        failed: dict[int, str] = {}
+        for inp in self.inputs:
+            if not inp.spec.variables or inp.form == "whole":
+                continue
+            if inp.spec.sees_failures:
+                continue
+            datasets = loaded[inp.name] if inp.form in ("set", "many") else [loaded[inp.name]]
+            if inp.form == "set":  # one dataset per scan
+                for p, ds in enumerate(datasets):
+                    for v in inp.spec.variables:
+                        arr = np.asarray(ds[v].values) if v in ds else np.zeros(1)
+                        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+                            failed.setdefault(p, f"scan {scans[p]} ({ds.attrs.get('node', '')}): {v!r} holds "
+                                                 "NaN or infinite values")
+                continue
+            for k, ds in enumerate(datasets):
+                for v in inp.spec.variables:
+                    if v not in ds:
+                        continue
+                    arr = np.asarray(ds[v].values)
+                    if arr.dtype.kind not in "fc":
+                        continue
+                    finite = np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+                    for p in np.flatnonzero(~finite):
+                        failed.setdefault(int(p), f"scan {scans[p]} of {_node_name(inp, k)}: {v!r} holds NaN "
+                                                  "or infinite values")
+        return failed
+
+
+def _subset(loaded: dict[str, Any], keep: np.ndarray, inputs: tuple[TaskInput, ...]) -> dict[str, Any]:
+    out = {}
+    for inp in inputs:
+        value = loaded[inp.name]
+        if inp.form == "whole":
+            out[inp.name] = value
+        elif inp.form == "set":
+            out[inp.name] = [value[int(i)] for i in keep]
+        elif inp.form == "many":
+            out[inp.name] = [ds.isel(scan=keep) for ds in value]
+        else:
+            out[inp.name] = value.isel(scan=keep)
+    return out
+
+
+def _check_result(result: ChunkResult, variables: dict[str, Var], n: int, stage: str) -> None:
+    if not isinstance(result, ChunkResult):
+        raise TypeError(f"stage {stage} returned {type(result).__name__}, not ChunkResult")
+    for name, var in variables.items():
+        if name not in result.values:
+            raise ValueError(f"stage {stage} did not return variable {name!r}")
+        got = np.shape(result.values[name])
+        if got != (n, *var.shape):
+            raise ValueError(f"stage {stage} returned {name!r} of shape {got}, expected {(n, *var.shape)}")
+
+
+def _compute(task: ChunkTask, inputs: dict[str, Any], scans: np.ndarray) -> tuple[dict, dict[int, str]]:
+    stage = task.stage(seed=stage_seed_sequence(task.seed, task.stream))
+    rngs = scan_rngs(task.seed, task.stream, scans)
+    result = stage.compute(task.params, inputs, scans, rngs)
+    _check_result(result, task.variables, len(scans), task.stage.name)
+    return result.values, dict(result.failed)
+
+
+def run_chunk(task: ChunkTask) -> ChunkOutcome:
+    """Screen, compute and write the scans ``task.local`` of a chunk; never raises for a bad scan.
+
+    The clean scans are computed in one call; if that call raises, each is
+    tried alone so that one bad scan does not take its neighbours down. The
+    whole chunk is written with ``done`` last, so a task killed in between
+    leaves its chunk to be redone.
     """
     t0 = time.perf_counter()
     out = ChunkOutcome(task.start, task.stop)
-    try:
+    if task.stage.uses_torch:
         import torch
 
-        out.device = "cuda" if task.stage.uses_torch and torch.cuda.is_available() else "cpu"
-    except ImportError:  # pragma: no cover
-        pass
-    pending = np.asarray(task.pending, dtype=np.int64)
-    opened: dict[str, Any] = {}
-    for name, (path, node, select) in task.inputs.items():
-        cat = open_catalog(path)
-        # no dask inside a task: a worker's .load() would submit graphs to its own cluster
-        opened[name] = ([cat.open(n, chunks=None) for n in node] if isinstance(node, list)
-                        else cat.open(node, chunks=None))
-        if select is not None:
-            opened[name] = opened[name].isel(scan=slice(*select))
+        out.device = "cuda" if torch.cuda.is_available() else "cpu"
+    scans = np.asarray(task.scans)
+    n = len(scans)
+    opened = _Opened(task.inputs)
+    failed = opened.screen(scans)
+    rows = np.array([p for p in range(n) if p not in failed], dtype=np.int64)
+    loaded = opened.load(rows) if len(rows) else {}
+    for p, why in (opened.not_finite(loaded, scans[rows]) if len(rows) else {}).items():
+        failed[int(rows[p])] = why
+    keep = np.array([j for j, p in enumerate(rows) if int(p) not in failed], dtype=np.int64)
+    clean = rows[keep]
+    if len(keep) < len(rows):
+        loaded = _subset(loaded, keep, task.inputs)
 
-    source = dict(zip(task.pending, task.source)) if task.source is not None else None
+    values = {name: np.empty((n, *v.shape), dtype=v.numpy_dtype) for name, v in task.variables.items()}
+    seconds = np.zeros(n, dtype=np.float32)
+    if len(clean):
+        t1 = time.perf_counter()
+        try:
+            vals, bad = _compute(task, loaded, scans[clean])
+        except Exception:  # noqa: BLE001 - isolate the scan that broke the batch
+            for j, p in enumerate(clean):
+                t2 = time.perf_counter()
+                try:
+                    one, bad1 = _compute(task, _subset(loaded, np.array([j]), task.inputs), scans[[p]])
+                except Exception as exc:  # noqa: BLE001
+                    failed[int(p)] = failure_reason(exc)
+                else:
+                    for name in values:
+                        values[name][p] = one[name][0]
+                    if bad1:
+                        failed[int(p)] = next(iter(bad1.values()))
+                seconds[p] = time.perf_counter() - t2
+        else:
+            for name in values:
+                values[name][clean] = vals[name]
+            for j, why in bad.items():
+                failed[int(clean[j])] = why
+            seconds[clean] = (time.perf_counter() - t1) / len(clean)
+    for name, var in task.variables.items():
+        for p in failed:
+            values[name][p] = fill_value(var.numpy_dtype)
 
-    def load(index: np.ndarray) -> dict[str, Any]:
-        # output scan i reads input scan source[i]; a node set (raw scans of a beamtime) gives a list of
-        # datasets, one per scan; an input without a scan dimension (a model) is given whole
-        where = np.array([source[int(i)] for i in index]) if source is not None else index
-        return {name: [ds[i].load() for i in where] if isinstance(ds, list)
-                else ds.isel(scan=where).load() if "scan" in ds.dims else ds
-                for name, ds in opened.items()}
-
-    values: dict[str, np.ndarray] = {}
-    failed: dict[int, str] = {}  # position in `pending`
-    seconds = np.full(len(pending), np.nan, dtype=np.float32)
-    try:
-        values, failed = _compute(task, load(pending), pending)
-        seconds[:] = (time.perf_counter() - t0) / max(len(pending), 1)
-    except Exception:  # noqa: BLE001 - isolate the scan that broke the batch
-        values = {name: np.empty((len(pending), *v.shape), dtype=v.dtype if v.dtype != "str" else object)
-                  for name, v in task.plan.variables.items()}
-        for pos, scan in enumerate(pending):
-            t1 = time.perf_counter()
-            one = np.array([scan])
-            try:
-                vals, bad = _compute(task, load(one), one)
-            except Exception as exc:  # noqa: BLE001
-                failed[pos] = failure_reason(exc)
-            else:
-                for name in values:
-                    values[name][pos] = vals[name][0]
-                if bad:
-                    failed[pos] = bad[0] if 0 in bad else next(iter(bad.values()))
-            seconds[pos] = time.perf_counter() - t1
-
-    chunk = _assemble(task, pending, values, failed, seconds)
     cat = open_catalog(task.output[0], mode="a")
-    region = slice(task.start, task.stop)
-    cat.write_region(task.output[1], chunk, scans=region, last=("done",))
-    out.failed = {int(pending[p]): r for p, r in failed.items()}
-    out.ok = [int(s) for p, s in enumerate(pending) if p not in failed]
+    cat.write_chunk(task.output[1], start=task.start, stop=task.stop, variables=task.variables,
+                    local=list(task.local), values=values, failed=failed, seconds=seconds.tolist())
+    out.failed = {_plain(scans[p]): r for p, r in failed.items()}
+    out.ok = [_plain(scans[p]) for p in range(n) if p not in failed]
     out.seconds = time.perf_counter() - t0
     return out
 
 
-def _assemble(task: ChunkTask, pending: np.ndarray, values: dict, failed: dict[int, str], seconds) -> xr.Dataset:
-    """The whole chunk: recomputed scans from ``values``, the others as already stored."""
-    n = task.stop - task.start
-    local = pending - task.start
-    if len(pending) < n:
-        existing = open_catalog(task.output[0]).open(task.output[1], chunks=None).isel(scan=slice(task.start, task.stop))
-        existing = existing.drop_vars(list(existing.coords)).load()
-    else:
-        existing = None
-    data = {}
-    for name, var in task.plan.variables.items():
-        dtype = object if var.dtype == "str" else np.dtype(var.dtype)
-        if existing is not None:
-            arr = np.asarray(existing[name].values).astype(dtype, copy=True)
-        else:
-            arr = np.full((n, *var.shape), fill_value(dtype), dtype=dtype)
-        new = np.asarray(values[name]).astype(dtype, copy=False)
-        for p, pos in enumerate(local):
-            arr[pos] = fill_value(dtype) if p in failed else new[p]
-        data[name] = (("scan", *var.dims), arr)
-    status = np.asarray(existing["status"].values if existing is not None else np.zeros(n), dtype=np.uint8).copy()
-    reason = np.asarray(existing["reason"].values if existing is not None else [""] * n, dtype=object).copy()
-    secs = np.asarray(existing["seconds"].values if existing is not None else np.full(n, np.nan), dtype=np.float32).copy()
-    digest = np.asarray(existing["digest"].values if existing is not None else np.zeros(n), dtype="<u8").copy()
-    for p, pos in enumerate(local):
-        status[pos] = STATUS_FAILED if p in failed else STATUS_OK
-        reason[pos] = failed.get(p, "")
-        secs[pos] = seconds[p]
-        digest[pos] = 0 if p in failed else _digest(values, p)
-    data.update(
-        status=(("scan",), status),
-        reason=(("scan",), reason),
-        seconds=(("scan",), secs),
-        digest=(("scan",), digest),
-        done=(("scan",), np.ones(n, dtype=bool)),
-    )
-    return xr.Dataset(data)
+def _plain(scan: Any) -> Any:
+    return scan.item() if isinstance(scan, np.generic) else scan

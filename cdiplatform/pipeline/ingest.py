@@ -10,19 +10,20 @@ catalog are skipped unless ``overwrite``.
 
 from __future__ import annotations
 
-import hashlib
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import xarray as xr
 
 from cdiplatform.catalog import open_catalog
 from cdiplatform.catalog.provenance import history_line, now, software_info
+from cdiplatform.catalog.raw import raw_node, raw_scan_dataset
+from cdiplatform.errors import IngestError
 
-__all__ = ["IngestOutcome", "ingest_arrays", "ingest_spec", "parse_scan_list", "raw_scan_dataset"]
+__all__ = ["IngestOutcome", "ingest_arrays", "ingest_spec", "parse_scan_list"]
 
 
 @dataclass
@@ -50,46 +51,6 @@ def parse_scan_list(text: str) -> list[int]:
     return scans
 
 
-def _content_hash(ds: xr.Dataset) -> str:
-    h = hashlib.sha256()
-    for name in sorted(ds.variables):
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(ds[name].values).tobytes() if ds[name].dtype.kind != "O"
-                 else str(ds[name].values.tolist()).encode())
-    return h.hexdigest()
-
-
-def raw_scan_dataset(raw: Any, *, beamtime: str) -> xr.Dataset:
-    """A :class:`~cdiplatform.ingest.RawScan` as the catalog's raw-scan layout.
-
-    Dims ``frame, det_y, det_x``: ``frames`` (counts as recorded), every SPEC
-    column on ``frame`` (prefixed ``spec_``), the rocking angle as coordinate,
-    the dark and white fields cropped to the region; geometry in attributes.
-    """
-    n = raw.n_frames
-    data: dict[str, Any] = {"frames": (("frame", "det_y", "det_x"), raw.frames, {"units": "counts"})}
-    labels = list(raw.columns)
-    if labels:
-        table = np.stack([np.asarray(raw.columns[k], dtype=np.float64) for k in labels], axis=1)
-        data["spec"] = (("frame", "spec_column"), table,
-                        {"long_name": "SPEC data columns per rocking point (#L labels on spec_column)"})
-    if raw.dark is not None:
-        data["dark"] = (("det_y", "det_x"), raw.dark.astype(np.float32), {"long_name": "dark field, cropped"})
-    if raw.flat is not None:
-        data["flat"] = (("det_y", "det_x"), raw.flat.astype(np.float32), {"long_name": "white field, cropped"})
-    coords = {
-        "frame": ("frame", np.arange(n)),
-        "rocking_angle": ("frame", np.asarray(raw.rocking_angles, dtype=np.float64),
-                          {"units": "degree", "motor": raw.rocking_motor}),
-    }
-    if labels:
-        coords["spec_column"] = ("spec_column", np.asarray(labels, dtype=object))
-    meta = raw.metadata()
-    attrs = {"beamtime": beamtime, "kind": "measured", **{k: v for k, v in meta.items() if k != "motors"},
-             "motors": meta.get("motors", {})}
-    return xr.Dataset(data, coords=coords, attrs=attrs)
-
-
 def _ingest_one(read: Callable[[], Any], *, catalog: str, node: str, beamtime: str, scan: str,
                 overwrite: bool, stage: dict) -> IngestOutcome:
     cat = open_catalog(catalog, mode="a")
@@ -102,7 +63,6 @@ def _ingest_one(read: Callable[[], Any], *, catalog: str, node: str, beamtime: s
         return IngestOutcome(scan, node, "failed", f"{type(exc).__name__}: {exc}")
     started = now()
     attrs = dict(ds.attrs)
-    attrs["content_hash"] = _content_hash(ds)
     attrs["provenance"] = {"software": software_info(), "stage": stage, "started": started, "finished": now(),
                            "inputs": attrs.get("sources", {})}
     attrs["history"] = history_line(f"ingested scan {scan} of beamtime {beamtime}")
@@ -116,9 +76,10 @@ def _run(client, jobs: list[tuple[str, str, Callable]], *, catalog: Path, beamti
     from distributed import as_completed
 
     open_catalog(catalog, mode="a")  # create it before the workers race to
+    run = uuid.uuid4().hex[:8]  # task keys never collide, with each other or with another ingest
     futures = [
         client.submit(_ingest_one, read, catalog=str(catalog), node=node, beamtime=beamtime, scan=scan,
-                      overwrite=overwrite, stage=stage, key=f"ingest-{beamtime}-{scan}", pure=False)
+                      overwrite=overwrite, stage=stage, key=f"ingest-{beamtime}-{scan}-{run}", pure=False)
         for scan, node, read in jobs
     ]
     outcomes = []
@@ -185,7 +146,7 @@ def ingest_spec(
     stage = {"name": "ingest_spec", "params": {"spec": str(spec), "frames": frames, "dark": str(dark or ""),
                                                "flat": str(flat or ""), "roi": list(roi or []),
                                                "detector": detector}}
-    jobs = [(str(s), f"raw/{beamtime}/{s}",
+    jobs = [(str(s), raw_node(beamtime, s),
              partial(read_scan, str(spec), s, frames, dark=dark, flat=flat, roi=roi, detector=detector))
             for s in scans]
     return _run(client, jobs, catalog=Path(catalog), beamtime=beamtime, overwrite=overwrite, stage=stage,
@@ -231,46 +192,14 @@ def ingest_arrays(client, *, catalog: str | Path, files: list[str | Path], beamt
     _check_beamtime(beamtime)
     stage = {"name": "ingest_arrays", "params": {"dataset": dataset or ""}}
     jobs = []
+    seen: dict[str, str] = {}
     for f in files:
         scan = re.sub(r"[^0-9A-Za-z_.-]+", "_", Path(f).stem)
-        jobs.append((scan, f"raw/{beamtime}/{scan}", partial(_read_array, str(Path(f).resolve()), dataset, scan)))
+        if scan in seen:
+            raise IngestError(f"{seen[scan]} and {f} would both be scan {scan!r} of beamtime {beamtime} "
+                              f"(a scan is named after its file's stem): rename one, or ingest them into "
+                              f"two beamtimes")
+        seen[scan] = str(f)
+        jobs.append((scan, raw_node(beamtime, scan), partial(_read_array, str(Path(f).resolve()), dataset, scan)))
     return _run(client, jobs, catalog=Path(catalog), beamtime=beamtime, overwrite=overwrite, stage=stage,
                 on_done=on_done)
-
-
-def raw_scan_from_dataset(ds: xr.Dataset) -> Any:
-    """The inverse of :func:`raw_scan_dataset`: a catalog raw scan as a :class:`~cdiplatform.ingest.RawScan`."""
-    from cdiplatform.ingest import Detector, RawScan, Region
-
-    a = ds.attrs
-    columns = ({str(k): ds["spec"].values[:, i] for i, k in enumerate(ds["spec_column"].values)}
-               if "spec" in ds else {})
-    detector = Detector(name=a.get("detector", "unknown"), pixel_size=tuple(a.get("pixel_size_m", (55e-6, 55e-6))),
-                        sensor_shape=tuple(a.get("sensor_shape", ds["frames"].shape[1:])),
-                        orientation=tuple(a.get("detector_orientation", ("y-", "x+"))))
-    region = a.get("region") or [0, ds.sizes["det_y"], 0, ds.sizes["det_x"]]
-    return RawScan(
-        frames=ds["frames"].values,
-        columns=columns,
-        scan=a.get("scan", ""),
-        energy_kev=float(a.get("energy_kev", np.nan)),
-        delta_deg=float(a.get("delta_deg", np.nan)),
-        gamma_deg=float(a.get("gamma_deg", np.nan)),
-        camdist_mm=float(a.get("camdist_mm", np.nan)),
-        rocking_motor=a.get("rocking_motor", "frame"),
-        rocking_mnemonic=a.get("rocking_mnemonic", ""),
-        rocking_start=float(a.get("rocking_start_deg", 0.0)),
-        rocking_stop=float(a.get("rocking_stop_deg", 0.0)),
-        rocking_step=float(a.get("rocking_step_deg", np.nan)),
-        count_time_s=float(a.get("count_time_s", np.nan)),
-        detector=detector,
-        region=Region(*region),
-        dark=ds["dark"].values.astype(np.float64) if "dark" in ds else None,
-        flat=ds["flat"].values.astype(np.float64) if "flat" in ds else None,
-        flat_mean=a.get("flat_mean"),
-        sources=a.get("sources", {}),
-        motors=a.get("motors", {}),
-        date=a.get("date"),
-        command=a.get("command", ""),
-        aborted=bool(a.get("aborted", False)),
-    )

@@ -23,23 +23,18 @@ Every problem is reported as one line naming the file and the key.
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdiplatform.catalog import CatalogError, check_node_path
+from cdiplatform.catalog import CatalogError, check_node_path, is_node_set, node_kind
 from cdiplatform.catalog.provenance import file_sha256
+from cdiplatform.errors import JobError
+from cdiplatform.pipeline.params import build_params, params_to_dict
 from cdiplatform.pipeline.stage import Stage, get_stage
 
 __all__ = ["Job", "JobError", "NodeRef", "StageSpec", "load_job", "params_to_dict"]
-
-
-class JobError(ValueError):
-    """A job file that cannot run; the message names the file and the key."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +58,8 @@ class StageSpec:
     index: int
     stage: type[Stage]
     params: Any
-    inputs: dict[str, NodeRef]
+    #: one node per input, or a list of nodes for an input the stage declares ``many``
+    inputs: dict[str, NodeRef | list[NodeRef]]
     output: str
     #: positions along ``scan`` of the inputs to read (``select = "0:64"``); all when None
     select: tuple[int | None, int | None, int | None] | None = None
@@ -85,67 +81,6 @@ class Job:
     sha256: str = ""
 
 
-def _type_ok(value: Any, annotation: Any) -> bool:
-    origin = typing.get_origin(annotation)
-    if annotation is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if origin in (list, tuple):
-        args = typing.get_args(annotation)
-        if not isinstance(value, (list, tuple)):
-            return False
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(_type_ok(v, a) for v, a in zip(value, args))
-        inner = args[0] if args else Any
-        return all(_type_ok(v, inner) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if origin is typing.Literal:
-        return value in typing.get_args(annotation)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(annotation, type):
-        return isinstance(value, annotation)
-    return True
-
-
-def _type_name(annotation: Any) -> str:
-    if typing.get_origin(annotation) is None and hasattr(annotation, "__name__"):
-        return annotation.__name__
-    return str(annotation).replace("typing.", "")
-
-
-def build_params(stage: type[Stage], table: dict[str, Any], *, where: str) -> Any:
-    """The stage's ``Params`` from a TOML table, every key and type checked."""
-    hints = typing.get_type_hints(stage.Params)
-    fields = {f.name: f for f in dataclasses.fields(stage.Params)}
-    unknown = sorted(set(table) - set(fields))
-    if unknown:
-        raise JobError(f"{where}: unknown parameter {unknown[0]!r}; {stage.name} takes {', '.join(sorted(fields))}")
-    for name, f in fields.items():
-        no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if name not in table and no_default:
-            raise JobError(f"{where}: missing parameter {name!r} ({_type_name(hints[name])})")
-        if name in table and not _type_ok(table[name], hints[name]):
-            got = type(table[name]).__name__
-            raise JobError(f"{where}.{name}: expected {_type_name(hints[name])}, got {got} {table[name]!r}")
-    values = {k: (tuple(v) if typing.get_origin(hints[k]) is tuple else v) for k, v in table.items()}
-    try:
-        return stage.Params(**values)
-    except (TypeError, ValueError) as exc:
-        raise JobError(f"{where}: {exc}") from None
-
-
-def params_to_dict(params: Any) -> dict[str, Any]:
-    """Parameters as plain JSON-able values (tuples become lists)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()}
-
-
 def _parse_ref(text: Any, *, where: str, base: Path) -> NodeRef:
     if not isinstance(text, str):
         raise JobError(f"{where}: expected a node reference string, got {text!r}")
@@ -157,6 +92,39 @@ def _parse_ref(text: Any, *, where: str, base: Path) -> NodeRef:
         return NodeRef(check_node_path(text))
     except CatalogError as exc:
         raise JobError(f"{where}: {exc}") from None
+
+
+def _parse_inputs(stage: type[Stage], raw: Any, *, where: str, base: Path) -> dict[str, NodeRef | list[NodeRef]]:
+    if not isinstance(raw, dict):
+        raise JobError(f"{where}: inputs must be a table of name = \"NODE\"")
+    specs = {i.name: i for i in stage.input_specs()}
+    names = ", ".join(specs) or "none"
+    missing = [k for k, i in specs.items() if i.required and k not in raw]
+    if missing:
+        raise JobError(f"{where}: missing input {missing[0]!r} (the stage reads {names})")
+    extra = sorted(set(raw) - set(specs))
+    if extra:
+        raise JobError(f"{where}: unknown input {extra[0]!r} (the stage reads {names})")
+    inputs: dict[str, NodeRef | list[NodeRef]] = {}
+    for name, value in raw.items():
+        spec = specs[name]
+        key = f"{where}: inputs.{name}"
+        if spec.many:
+            items = value if isinstance(value, list) else [value]
+            if not items:
+                raise JobError(f"{key}: names no node")
+            inputs[name] = [_parse_ref(v, where=f"{key}[{i}]", base=base) for i, v in enumerate(items)]
+        else:
+            if isinstance(value, list):
+                raise JobError(f"{key}: takes one node, not a list")
+            inputs[name] = _parse_ref(value, where=key, base=base)
+        for ref in inputs[name] if isinstance(inputs[name], list) else [inputs[name]]:
+            kind = node_kind(ref.node)
+            if spec.kinds and kind not in spec.kinds:
+                raise JobError(f"{key}: {ref.node!r} is a {kind} node; the stage reads a {' or '.join(spec.kinds)} here")
+            if kind == "raw" and not is_node_set(ref.node):
+                raise JobError(f"{key}: name the raw scans of a beamtime as raw/<beamtime>/*, not {ref.node!r}")
+    return inputs
 
 
 def _parse_select(text: Any, *, where: str) -> tuple[int | None, int | None, int | None] | None:
@@ -233,22 +201,16 @@ def load_job(path: str | Path, *, root: Path | None = None) -> Job:
             raise JobError(f"{where}: {exc.args[0]}") from None
         where = f"{path}: stage[{i}] {stage.name}"
         params = build_params(stage, table.get("params", {}), where=f"{where}: params")
-        raw_inputs = table.get("inputs", {})
-        if not isinstance(raw_inputs, dict):
-            raise JobError(f"{where}: inputs must be a table of name = \"NODE\"")
-        missing = [k for k in stage.inputs if k not in raw_inputs]
-        if missing:
-            raise JobError(f"{where}: missing input {missing[0]!r} (the stage reads {', '.join(stage.inputs)})")
-        extra = sorted(set(raw_inputs) - set(stage.inputs))
-        if extra:
-            raise JobError(f"{where}: unknown input {extra[0]!r} (the stage reads {', '.join(stage.inputs) or 'none'})")
-        inputs = {k: _parse_ref(v, where=f"{where}: inputs.{k}", base=base) for k, v in raw_inputs.items()}
+        inputs = _parse_inputs(stage, table.get("inputs", {}), where=where, base=base)
         if "output" not in table:
             raise JobError(f"{where}: missing the key 'output'")
         try:
             output = check_node_path(str(table["output"]))
         except CatalogError as exc:
             raise JobError(f"{where}: output: {exc}") from None
+        if node_kind(output) != stage.output_kind:
+            raise JobError(f"{where}: output {output!r} is a {node_kind(output)} node; "
+                           f"{stage.name} writes a {stage.output_kind}")
         if output in outputs:
             raise JobError(f"{where}: output {output!r} is written by an earlier stage too")
         outputs.add(output)

@@ -2,37 +2,48 @@
 
 For each stage in order:
 
-1. open its inputs, check the parameters against them and plan the output;
-2. the run id is the job name, the stage and a hash of the parameters, the
-   seed and the inputs' content hashes; an output node written by the same run
-   is resumed, one written by another run is refused unless ``new_run``;
-3. allocate the output once from a template (nothing computed), then submit
-   one task per chunk that still has pending or failed scans; each task writes
-   its whole chunk (see :mod:`cdiplatform.pipeline.chunks`);
-4. record the outcome in the node's attributes (the driver is the only one
-   that writes attributes).
+1. resolve its inputs once (:mod:`.inputs`), check the parameters against
+   them and plan the output; the output's scans are the primary input's
+   (their identities carried along) or, for a stage that makes scans, their
+   index in this run;
+2. the run hash covers the stage, its parameters, the seed, the output node,
+   the chunk and the inputs' identities (never the stage's position in the
+   job, nor the number of scans); the run id is ``<job>-<stage>-<hash[:10]>``.
+   An output written by the same run is resumed, and grown when its input
+   gained scans; one written by another run is refused unless ``new_run``;
+3. a new output is allocated once from a template (nothing computed),
+   atomically; then one task per chunk that still has pending or failed
+   scans screens, computes and writes its whole chunk (:mod:`.chunks`);
+4. the driver, the only writer of attributes, records the outcome.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import xarray as xr
 
 from cdiplatform.catalog import STATUS_FAILED, STATUS_OK, CatalogError, open_catalog
 from cdiplatform.catalog.provenance import history_line, now, software_info, stable_hash
-from cdiplatform.pipeline.chunks import ChunkOutcome, ChunkTask, run_chunk, stream_key
-from cdiplatform.pipeline.job import Job, JobError, StageSpec, params_to_dict
+from cdiplatform.catalog.run_nodes import run_template
+from cdiplatform.errors import JobError
+from cdiplatform.pipeline.chunks import ChunkOutcome, ChunkTask, run_chunk
+from cdiplatform.pipeline.inputs import ResolvedInput, resolve_inputs, select_scans
+from cdiplatform.pipeline.job import Job, StageSpec, params_to_dict
+from cdiplatform.pipeline.randomness import RULE, stage_seed_sequence, stream_key
 from cdiplatform.pipeline.stage import Plan, TaskStage
 from cdiplatform.pipeline.tasks import SingleTask, run_single
-from cdiplatform.pipeline.template import build_template
 
-__all__ = ["StageReport", "run_job", "plan_job"]
+__all__ = ["KILL_AFTER_CHUNKS", "StageReport", "plan_job", "run_job"]
+
+#: test hook: the driver SIGKILLs itself after this many chunks were written (tests of resumption only)
+KILL_AFTER_CHUNKS = "CDIP_TEST_KILL_AFTER_CHUNKS"
 
 
 @dataclass
@@ -44,12 +55,14 @@ class StageReport:
     run_id: str = ""
     n_scans: int = 0
     chunks: int = 0
-    state: str = ""  # "new", "resume", "complete", "waiting" (dry run: input not made yet)
+    #: "new", "resume", "grow", "complete", "waiting for ..." (dry run), "replace ..." (dry run)
+    state: str = ""
     done: int = 0  # scans already complete before this run
     computed: int = 0
     ok: int = 0
-    failed: dict[int, str] = field(default_factory=dict)
+    failed: dict[Any, str] = field(default_factory=dict)  # scan identity -> reason
     pending: int = 0
+    added: int = 0  # scans appended to the output by this run
     seconds: float = 0.0
 
     @property
@@ -61,124 +74,120 @@ class StageReport:
 class _Prepared:
     spec: StageSpec
     plan: Plan
-    inputs: dict[str, tuple[str, str]]
-    input_hashes: dict[str, dict[str, str]]
+    inputs: dict[str, ResolvedInput]
+    scans: np.ndarray  # identities of the output's scans, in order
     run_hash: str
     run_id: str
-    exists: bool
+    state: str  # "new", "resume", "grow", "complete"
     pending: np.ndarray  # bool per scan
+    stored: int  # scans the stored node already holds
+
+    @property
+    def stream(self) -> int:
+        return stream_key(self.spec.output)
 
 
-def _open_inputs(job: Job, spec: StageSpec, catalog: Path) -> tuple[dict[str, xr.Dataset], dict, dict]:
-    lazy, refs, hashes = {}, {}, {}
-    for name, ref in spec.inputs.items():
-        cat_path, node = ref.resolve(catalog)
-        try:
-            cat = open_catalog(cat_path)
-            if is_node_set(node):
-                members = expand_node_set(cat, node)
-                lazy[name] = [cat.open(m) for m in members]
-                content = stable_hash([cat.content_hash(m) for m in members])
-                hashes[name] = {"node": f"{cat_path}:{node}", "members": members, "content_hash": content,
-                                "identity": content}
-                refs[name] = (str(cat_path.resolve()), members, None)
-                continue
-            lazy[name] = cat.open(node)
-            lazy[name].attrs["node"] = f"{cat_path}:{node}"
-            if spec.select is not None:
-                lazy[name] = lazy[name].isel(scan=slice(*spec.select))
-                if lazy[name].sizes["scan"] == 0:
-                    raise CatalogError(f"select {spec.select} leaves no scan of {node}")
-            run = cat.attrs(node).get("run", {})
-            hashes[name] = {"node": f"{cat_path}:{node}", "content_hash": cat.content_hash(node)}
-            if spec.select is not None:
-                hashes[name]["select"] = list(spec.select)
-            # a run's identity fixes its content; keying on it lets a downstream stage resume
-            # after failed input scans were retried
-            hashes[name]["identity"] = [run.get("hash") or hashes[name]["content_hash"], hashes[name].get("select")]
-        except CatalogError as exc:
-            raise JobError(f"{job.path}: {spec.label}: inputs.{name}: {exc}") from None
-        refs[name] = (str(cat_path.resolve()), node, spec.select)
-    return lazy, refs, hashes
+def _primary(spec: StageSpec, inputs: dict[str, ResolvedInput]) -> str | None:
+    for inp in spec.stage.input_specs():
+        if inp.name in inputs and inputs[inp.name].form in ("one", "set"):
+            return inp.name
+    return None
 
 
-def is_node_set(node: str) -> bool:
-    """``raw/<beamtime>/*``: every raw scan of a beamtime, as one input."""
-    return node.endswith("/*")
+def _views(inputs: dict[str, ResolvedInput]) -> dict[str, Any]:
+    return {name: r.datasets for name, r in inputs.items()}
 
 
-def expand_node_set(cat, node: str) -> list[str]:
-    """The members of a node set, in scan order (numeric names sort as numbers)."""
-    prefix = node[:-1]
-    members = [n for n in cat.nodes() if n.startswith(prefix)]
-    if not members:
-        raise CatalogError(f"{cat.path}: no node matches {node!r}")
-
-    def key(n: str):
-        last = n.rsplit("/", 1)[-1]
-        return (0, int(last), "") if last.isdigit() else (1, 0, last)
-
-    return sorted(members, key=key)
+def _output_scans(plan: Plan, inputs: dict[str, ResolvedInput], primary: str | None) -> np.ndarray:
+    if "scan" in plan.coords:
+        scans = np.asarray(plan.coords["scan"])
+    elif primary is not None:
+        p = inputs[primary]
+        scans = np.asarray(p.scans[0]) if p.form == "set" else np.asarray(p.datasets["scan"].values)
+        if plan.input_index is not None:
+            scans = scans[np.asarray(plan.input_index)]
+    else:
+        scans = np.arange(plan.n_scans, dtype=np.int64)
+    if len(scans) != plan.n_scans:
+        raise ValueError(f"the plan says {plan.n_scans} scans, its input gives {len(scans)}")
+    return scans.astype(object) if scans.dtype.kind in "UOT" else scans.astype(np.int64)
 
 
 def _prepare(job: Job, spec: StageSpec, catalog: Path, *, new_run: bool, dry: bool) -> _Prepared:
-    lazy, refs, hashes = _open_inputs(job, spec, catalog)
-    stage = spec.stage()
+    inputs = resolve_inputs(job, spec, catalog)
+    primary = _primary(spec, inputs)
+    if spec.select is not None:
+        if primary is None:
+            raise JobError(f"{job.path}: {spec.label}: select needs an input with scans")
+        try:
+            inputs[primary] = select_scans(inputs[primary], spec.select)
+        except CatalogError as exc:
+            raise JobError(f"{job.path}: {spec.label}: inputs.{primary}: {exc}") from None
+    stream = stream_key(spec.output)
+    stage = spec.stage(seed=stage_seed_sequence(job.seed, stream))
     single = isinstance(stage, TaskStage)
     try:
-        stage.validate(spec.params, lazy)
-        plan = Plan(n_scans=1, chunk=1, variables={}) if single else stage.plan(spec.params, lazy)
+        stage.validate(spec.params, _views(inputs))
+        if single:  # one task writes the whole node
+            plan, scans = Plan(n_scans=1, chunk=1, variables={}), np.zeros(1, dtype=np.int64)
+        else:
+            plan = stage.plan(spec.params, _views(inputs))
+            scans = _output_scans(plan, inputs, primary)
     except (ValueError, CatalogError) as exc:
         raise JobError(f"{job.path}: {spec.label}: {exc}") from None
-    if spec.stage.output_kind == "result" and "scan" not in plan.coords:
-        # results keep the scan ids of the collection they read, so that methods join on scan
-        source = next((ds for ds in lazy.values() if isinstance(ds, xr.Dataset) and "scan" in ds.dims), None)
-        if source is not None:
-            ids = source["scan"].values
-            ids = ids[plan.input_index] if plan.input_index is not None else ids
-            if len(ids) == plan.n_scans:
-                plan = dataclasses.replace(plan, coords={"scan": ids, **plan.coords})
-    params = params_to_dict(spec.params)
-    identity = {name: h["identity"] for name, h in hashes.items()}
+    plan = dataclasses.replace(plan, coords={k: v for k, v in plan.coords.items() if k != "scan"})
+    identity = {name: r.identity for name, r in inputs.items()}
     run_hash = stable_hash(
-        {"stage": spec.stage.name, "params": params, "seed": job.seed, "inputs": identity, "output": spec.output,
-         "n_scans": plan.n_scans, "chunk": plan.chunk, "model": plan.attrs.get("model")}
+        {"stage": spec.stage.name, "params": params_to_dict(spec.params), "seed": job.seed, "inputs": identity,
+         "output": spec.output, "chunk": plan.chunk}
     )
-    run_id = f"{job.name}-{spec.index}-{spec.stage.name}-{run_hash[:10]}"
-    stored = _stored_run(catalog, spec.output)
-    exists = stored is not None
-    pending = np.ones(plan.n_scans, dtype=bool)
-    if exists:
-        if stored.get("hash") != run_hash:
-            if not new_run:
-                raise JobError(
-                    f"{job.path}: {spec.label}: {catalog}:{spec.output} was written by another run "
-                    f"({stored.get('id', 'unknown')}) with other parameters, seed or inputs; "
-                    f"pass --new-run to replace it"
-                )
-            if not dry:
-                open_catalog(catalog, mode="a").remove(spec.output)
-            exists = False
-        elif single:
-            pending = np.array([not stored.get("complete", False)])
-        else:
-            ds = open_catalog(catalog).open(spec.output, chunks=None)
-            done = ds["done"].values
-            status = ds["status"].values
-            pending = ~done | (status != STATUS_OK)
-    return _Prepared(spec, plan, refs, hashes, run_hash, run_id, exists, pending)
+    run_id = f"{job.name}-{spec.stage.name}-{run_hash[:10]}"
+    state, pending, stored = _stored_state(job, spec, catalog, run_hash, scans, single, new_run=new_run, dry=dry)
+    return _Prepared(spec, plan, inputs, scans, run_hash, run_id, state, pending, stored)
 
 
-def _stored_run(catalog: Path, node: str) -> dict[str, Any] | None:
-    """The run record of an existing output node; None when the catalog or the node does not exist."""
+def _stored_state(job: Job, spec: StageSpec, catalog: Path, run_hash: str, scans: np.ndarray, single: bool, *,
+                  new_run: bool, dry: bool) -> tuple[str, np.ndarray, int]:
+    """How the output node stands against this run: new, resumed, grown or complete."""
+    n = len(scans)
+    fresh = ("new", np.ones(n, dtype=bool), 0)
     if not catalog.exists():
-        return None
+        return fresh
     cat = open_catalog(catalog)
-    return cat.attrs(node).get("run", {}) if node in cat else None
+    if spec.output not in cat:
+        return fresh
+    run = cat.attrs(spec.output).get("run", {})
+    where = f"{job.path}: {spec.label}: {catalog}:{spec.output}"
+    if run.get("hash") != run_hash:
+        if not new_run:
+            raise JobError(f"{where} was written by another run ({run.get('id', 'unknown')}) with other "
+                           f"parameters, seed or inputs; pass --new-run to replace it")
+        if not dry:
+            open_catalog(catalog, mode="a").remove(spec.output)
+        return fresh
+    if single:
+        complete = bool(run.get("complete", False))
+        return ("complete" if complete else "resume"), np.array([not complete]), 1
+    state = cat.run_state(spec.output)
+    if state is None:  # allocated by an older version and cut short: allocate it again
+        if not dry:
+            open_catalog(catalog, mode="a").remove(spec.output)
+        return fresh
+    done, status = state
+    have = cat.scans(spec.output)
+    m = len(have)
+    if m > n or not np.array_equal(have, scans[:m]):
+        raise JobError(f"{where} holds other scans than this run would write (its input lost or reordered "
+                       f"scans); pass --new-run to replace it")
+    pending = np.ones(n, dtype=bool)
+    pending[:m] = ~done | (status != STATUS_OK)
+    if m < n:
+        return "grow", pending, m
+    return ("complete" if not pending.any() else "resume"), pending, m
 
 
-def _chunk_bounds(plan: Plan) -> list[tuple[int, int]]:
-    return [(s, min(s + plan.chunk, plan.n_scans)) for s in range(0, plan.n_scans, plan.chunk)]
+def _chunk_bounds(n: int, chunk: int) -> list[tuple[int, int]]:
+    return [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
 
 
 def _provenance(job: Job, prep: _Prepared, *, cluster: str, started: str) -> dict[str, Any]:
@@ -187,15 +196,25 @@ def _provenance(job: Job, prep: _Prepared, *, cluster: str, started: str) -> dic
         "software": software_info(),
         "job": {"name": job.name, "path": str(job.path), "sha256": job.sha256},
         "run_id": prep.run_id,
-        "stage": {"name": prep.spec.stage.name, "index": prep.spec.index, "params": params,
-                  "params_hash": stable_hash(params)},
-        "inputs": prep.input_hashes,
-        "model": prep.plan.attrs.get("model"),
+        "stage": {"name": prep.spec.stage.name, "params": params, "params_hash": stable_hash(params)},
+        "inputs": {name: r.record for name, r in prep.inputs.items()},
         "seed": job.seed,
+        "random": {"seed": job.seed, "stream": prep.spec.output, "stream_key": prep.stream, "rule": RULE,
+                   "draws": prep.spec.stage.draws or "nothing (deterministic)"},
         "cluster": cluster,
         "started": started,
         "finished": None,
     }
+
+
+def _report(prep: _Prepared) -> StageReport:
+    report = StageReport(prep.spec.label, prep.spec.output, prep.run_id, len(prep.scans),
+                         len(_chunk_bounds(len(prep.scans), prep.plan.chunk)))
+    report.pending = int(prep.pending.sum())
+    report.done = report.n_scans - report.pending
+    report.added = len(prep.scans) - prep.stored
+    report.state = prep.state
+    return report
 
 
 def plan_job(job: Job, *, catalog: Path | None = None) -> list[StageReport]:
@@ -204,30 +223,33 @@ def plan_job(job: Job, *, catalog: Path | None = None) -> list[StageReport]:
     reports = []
     made: set[str] = set()
     for spec in job.stages:
-        report = StageReport(spec.label, spec.output)
-        waiting = [str(r) for r in spec.inputs.values() if r.catalog is None and r.node in made
-                   and _stored_run(catalog, r.node) is None]
+        refs = [r for v in spec.inputs.values() for r in (v if isinstance(v, list) else [v])]
+        waiting = [str(r) for r in refs if r.catalog is None and r.node in made and not _exists(catalog, r.node)]
         if waiting:
-            report.state = f"waiting for {', '.join(waiting)}"
-            reports.append(report)
+            reports.append(StageReport(spec.label, spec.output, state=f"waiting for {', '.join(waiting)}"))
             made.add(spec.output)
             continue
         prep = _prepare(job, spec, catalog, new_run=True, dry=True)
-        report.run_id = prep.run_id
-        report.n_scans = prep.plan.n_scans
-        report.chunks = len(_chunk_bounds(prep.plan))
-        report.pending = int(prep.pending.sum())
-        report.done = report.n_scans - report.pending
-        if prep.exists:
-            report.state = "complete" if report.pending == 0 else "resume"
-        else:
-            stored = _stored_run(catalog, spec.output)
-            report.state = "new" if stored is None else f"replace run {stored.get('id')} (needs --new-run)"
-            report.done = 0
-            report.pending = report.n_scans
+        report = _report(prep)
+        if prep.state == "new" and _exists(catalog, spec.output):
+            stored = open_catalog(catalog).attrs(spec.output).get("run", {})
+            report.state = f"replace run {stored.get('id')} (needs --new-run)"
         reports.append(report)
         made.add(spec.output)
     return reports
+
+
+def _exists(catalog: Path, node: str) -> bool:
+    return catalog.exists() and node in open_catalog(catalog)
+
+
+def _task_inputs(prep: _Prepared, scans: np.ndarray | None) -> tuple:
+    return tuple(r.task_input(name, scans) for name, r in prep.inputs.items())
+
+
+def _kill_hook() -> int | None:
+    value = os.environ.get(KILL_AFTER_CHUNKS)
+    return int(value) if value else None
 
 
 def run_job(
@@ -241,7 +263,7 @@ def run_job(
     on_progress: Callable[[StageReport, int], None] | None = None,
     on_stage_end: Callable[[StageReport], None] | None = None,
 ) -> list[StageReport]:
-    """Run (or resume) every stage of ``job`` on the Dask ``client``.
+    """Run (or resume, or grow) every stage of ``job`` on the Dask ``client``.
 
     Parameters
     ----------
@@ -260,24 +282,18 @@ def run_job(
     Returns
     -------
     list of StageReport
-        One per stage; a scan that failed is listed in ``report.failed`` with its reason.
+        One per stage; a scan that failed is listed in ``report.failed`` (by
+        its identity) with its reason.
     """
-    from distributed import as_completed
-
-    from cdiplatform.pipeline.cluster import task_resources
-
     catalog = Path(catalog or job.catalog).resolve()
     cat = open_catalog(catalog, mode="a")
+    kill_after = _kill_hook()
+    written = 0
     reports = []
     for spec in job.stages:
         prep = _prepare(job, spec, catalog, new_run=new_run, dry=False)
-        report = StageReport(spec.label, spec.output, prep.run_id, prep.plan.n_scans,
-                             len(_chunk_bounds(prep.plan)))
-        report.pending = int(prep.pending.sum())
-        report.done = report.n_scans - report.pending
-        report.state = "resume" if prep.exists else "new"
-        if prep.exists and report.pending == 0:
-            report.state = "complete"
+        report = _report(prep)
+        if prep.state == "complete":
             if on_stage_end:
                 on_stage_end(report)
             reports.append(report)
@@ -288,73 +304,113 @@ def run_job(
                                            cluster_label=cluster_label, on_stage_start=on_stage_start,
                                            on_progress=on_progress, on_stage_end=on_stage_end))
             continue
-        if not prep.exists:
-            attrs = dict(prep.plan.attrs)
-            attrs["provenance"] = _provenance(job, prep, cluster=cluster_label, started=started)
-            attrs["run"] = {"id": prep.run_id, "hash": prep.run_hash, "complete": False}
-            attrs["history"] = history_line(f"{spec.stage.name} allocated by job {job.name}")
-            if spec.stage.output_kind == "result":
-                attrs.setdefault("method", spec.stage.method or spec.stage.name)
-                first = next(iter(prep.input_hashes.values()), {"node": ""})
-                attrs.setdefault("collection", first["node"])
-            try:
-                cat.allocate(spec.output, build_template(prep.plan, attrs=attrs), chunk=prep.plan.chunk, attrs=attrs)
-            except (CatalogError, ValueError) as exc:
-                raise JobError(f"{job.path}: {spec.label}: {exc}") from None
+        try:
+            if prep.state == "new":
+                _allocate(cat, job, prep, cluster_label=cluster_label, started=started)
+            elif prep.state == "grow":
+                new = slice(prep.stored, None)
+                coords = {k: np.asarray(v)[new] for k, v in prep.plan.coords.items() if not isinstance(v, tuple)}
+                cat.grow(spec.output, prep.scans[new], coords)
+        except (CatalogError, ValueError) as exc:
+            raise JobError(f"{job.path}: {spec.label}: {exc}") from None
         if on_stage_start:
             on_stage_start(report, report.pending)
         t0 = time.perf_counter()
-        resources = task_resources(client, spec.stage.uses_torch)
-        stream = stream_key(f"{spec.index}:{spec.stage.name}")
-        futures = []
-        task_plan = dataclasses.replace(prep.plan, input_index=None)  # each task carries its own part
-        for start, stop in _chunk_bounds(prep.plan):
-            todo = np.flatnonzero(prep.pending[start:stop]) + start
-            if len(todo) == 0:
-                continue
-            source = None if prep.plan.input_index is None else tuple(int(i) for i in prep.plan.input_index[todo])
-            task = ChunkTask(
-                stage=spec.stage, params=spec.params, plan=task_plan, inputs=prep.inputs,
-                output=(str(catalog), spec.output), start=start, stop=stop,
-                pending=tuple(int(s) for s in todo), seed=job.seed, stream=stream, source=source,
-            )
-            futures.append(client.submit(run_chunk, task, key=f"{prep.run_id}-{start}", resources=resources,
-                                         pure=False))
-            report.computed += len(todo)
-        devices = set()
-        for fut in as_completed(futures):
-            try:
-                outcome: ChunkOutcome = fut.result()
-            except Exception as exc:  # the write itself failed: the chunk stays pending for a resume
-                bounds = fut.key.rsplit("-", 1)[-1]
-                report.failed[int(bounds)] = f"chunk not written: {type(exc).__name__}: {exc}"
-                if on_progress:
-                    on_progress(report, 0)
-                continue
-            devices.add(outcome.device)
-            report.ok += len(outcome.ok)
-            report.failed.update(outcome.failed)
+        futures, chunk_scans = _submit(client, catalog, job, prep)
+        report.computed = int(prep.pending.sum())
+        def progress(report_: StageReport, n: int) -> None:
+            nonlocal written
+            written += 1
+            if kill_after is not None and written >= kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
             if on_progress:
-                on_progress(report, len(outcome.ok) + len(outcome.failed))
+                on_progress(report_, n)
+
+        devices = _collect(futures, chunk_scans, report, progress)
         report.seconds = time.perf_counter() - t0
-        ds = open_catalog(catalog).open(spec.output, chunks=None)
-        status = ds["status"].values
-        n_failed = int((status == STATUS_FAILED).sum())
-        n_ok = int((status == STATUS_OK).sum())
-        prov = cat.attrs(spec.output).get("provenance", {})
-        prov.update(finished=now(), device=sorted(devices) or ["cpu"], cluster=cluster_label)
-        old_history = cat.attrs(spec.output).get("history", "")
-        cat.update_attrs(spec.output, {
-            "provenance": prov,
-            "run": {"id": prep.run_id, "hash": prep.run_hash, "complete": n_ok == report.n_scans,
-                    "n_ok": n_ok, "n_failed": n_failed},
-            "history": (old_history + "\n" if old_history else "")
-            + history_line(f"{spec.stage.name}: {report.computed} scans computed, {n_failed} failed"),
-        })
+        _finish(cat, job, prep, report, devices, cluster_label=cluster_label)
         if on_stage_end:
             on_stage_end(report)
         reports.append(report)
     return reports
+
+
+def _allocate(cat, job: Job, prep: _Prepared, *, cluster_label: str, started: str) -> None:
+    spec = prep.spec
+    attrs = dict(prep.plan.attrs)
+    attrs["provenance"] = _provenance(job, prep, cluster=cluster_label, started=started)
+    attrs["run"] = {"id": prep.run_id, "hash": prep.run_hash, "complete": False}
+    attrs["history"] = history_line(f"{spec.stage.name} allocated by job {job.name}")
+    if spec.stage.output_kind in ("result", "benchmark"):
+        attrs.setdefault("method", spec.stage.method or spec.stage.name)
+        primary = _primary(spec, prep.inputs)
+        attrs.setdefault("collection", prep.inputs[primary].record["node"] if primary is not None else "")
+    template = run_template(scans=prep.scans, chunk=prep.plan.chunk, variables=prep.plan.variables,
+                            coords=prep.plan.coords, attrs=attrs)
+    cat.allocate(spec.output, template, chunk=prep.plan.chunk, attrs=attrs)
+
+
+def _submit(client, catalog: Path, job: Job, prep: _Prepared) -> tuple[list, dict]:
+    from cdiplatform.pipeline.cluster import task_resources
+
+    spec = prep.spec
+    resources = task_resources(client, spec.stage.uses_torch)
+    futures, chunk_scans = [], {}
+    for start, stop in _chunk_bounds(len(prep.scans), prep.plan.chunk):
+        local = np.flatnonzero(prep.pending[start:stop])
+        if len(local) == 0:
+            continue
+        scans = prep.scans[start + local]
+        task = ChunkTask(
+            stage=spec.stage, params=spec.params, variables=prep.plan.variables,
+            inputs=_task_inputs(prep, scans), output=(str(catalog), spec.output), start=start, stop=stop,
+            local=tuple(int(i) for i in local), scans=scans, seed=job.seed, stream=prep.stream,
+        )
+        key = f"{prep.run_id}-{start}"
+        futures.append(client.submit(run_chunk, task, key=key, resources=resources, pure=False))
+        chunk_scans[key] = [s.item() if isinstance(s, np.generic) else s for s in scans]
+    return futures, chunk_scans
+
+
+def _collect(futures: list, chunk_scans: dict, report: StageReport, on_progress) -> set[str]:
+    from distributed import as_completed
+
+    devices: set[str] = set()
+    for fut in as_completed(futures):
+        try:
+            outcome: ChunkOutcome = fut.result()
+        except Exception as exc:  # the write itself failed: every scan of the chunk stays pending for a resume
+            why = f"chunk not written: {type(exc).__name__}: {exc}"
+            for scan in chunk_scans[fut.key]:
+                report.failed[scan] = why
+            on_progress(report, len(chunk_scans[fut.key]))
+            continue
+        devices.add(outcome.device)
+        report.ok += len(outcome.ok)
+        report.failed.update(outcome.failed)
+        on_progress(report, len(outcome.ok) + len(outcome.failed))
+    return devices
+
+
+def _finish(cat, job: Job, prep: _Prepared, report: StageReport, devices: set[str], *, cluster_label: str) -> None:
+    spec = prep.spec
+    state = cat.run_state(spec.output)
+    status = state[1] if state is not None else np.zeros(0)
+    n_failed = int((status == STATUS_FAILED).sum())
+    n_ok = int((status == STATUS_OK).sum())
+    attrs = cat.attrs(spec.output)
+    prov = attrs.get("provenance", {})
+    prov.update(finished=now(), device=sorted(devices) or ["cpu"], cluster=cluster_label)
+    old_history = attrs.get("history", "")
+    what = f"{report.computed} scans computed, {n_failed} failed"
+    if report.added and prep.stored:
+        what += f", {report.added} appended"
+    cat.update_attrs(spec.output, {
+        "provenance": prov,
+        "run": {"id": prep.run_id, "hash": prep.run_hash, "complete": n_ok == report.n_scans,
+                "n_ok": n_ok, "n_failed": n_failed},
+        "history": (old_history + "\n" if old_history else "") + history_line(f"{spec.stage.name}: {what}"),
+    })
 
 
 def _run_task_stage(job: Job, prep: _Prepared, report: StageReport, *, client, catalog: Path, started: str,
@@ -367,8 +423,10 @@ def _run_task_stage(job: Job, prep: _Prepared, report: StageReport, *, client, c
         "provenance": _provenance(job, prep, cluster=cluster_label, started=started),
         "run": {"id": prep.run_id, "hash": prep.run_hash, "complete": False},
     }
-    task = SingleTask(stage=spec.stage, params=spec.params, inputs=prep.inputs,
-                      output=(str(catalog), spec.output), attrs=attrs, resume=prep.exists)
+    task = SingleTask(stage=spec.stage, params=spec.params, inputs=_task_inputs(prep, None),
+                      records={name: r.record for name, r in prep.inputs.items()},
+                      output=(str(catalog), spec.output), attrs=attrs, resume=prep.state == "resume",
+                      seed=job.seed, stream=prep.stream)
     if on_stage_start:
         on_stage_start(report, 1)
     t0 = time.perf_counter()
@@ -389,8 +447,3 @@ def _run_task_stage(job: Job, prep: _Prepared, report: StageReport, *, client, c
     if on_stage_end:
         on_stage_end(report)
     return report
-
-
-def stage_report_rows(reports: list[StageReport]) -> list[dict[str, Any]]:
-    """Rows for a summary table."""
-    return [dataclasses.asdict(r) | {"failed": len(r.failed)} for r in reports]

@@ -1,11 +1,11 @@
 """What a pipeline stage is: the contract between science code and the runner.
 
-A stage maps a science function over chunks of scans. It never touches Dask or
-zarr itself: the runner (:mod:`cdiplatform.pipeline.runner`) allocates the
-output node from the stage's :class:`Plan`, hands each task the input scans of
-its chunk as in-memory xarray datasets, and writes what :meth:`Stage.compute`
-returns into whole, chunk-aligned regions together with the bookkeeping
-variables ``status``, ``reason``, ``done``, ``seconds`` and ``digest``.
+A stage maps a science function over chunks of scans. It never touches Dask
+or storage itself: the runner (:mod:`cdiplatform.pipeline.runner`) resolves
+and hashes its inputs, allocates the output node from the stage's
+:class:`Plan`, screens out the scans that failed upstream, hands each task
+the input scans of its chunk as loaded xarray datasets, and writes what
+:meth:`Stage.compute` returns into whole, chunk-aligned regions.
 
 Writing a stage::
 
@@ -13,17 +13,27 @@ Writing a stage::
     class Simulate2D(Stage):
         name = "simulate_2d"
         output_kind = "collection"
+        draws = "per scan: the object's shape and phase"
 
         @dataclass(frozen=True)
         class Params:
+            recipe: Convex2DRecipe = config_field(Convex2DRecipe())
             n_scans: int = 1024
             size: int = 32
+            chunk: int = 512
 
         def plan(self, params, inputs):
-            return Plan(n_scans=params.n_scans, chunk=256, variables={...})
+            return Plan(n_scans=params.n_scans, chunk=params.chunk, variables={...})
 
         def compute(self, params, inputs, index, rngs):
             return ChunkResult(values={"intensity": ..., ...})
+
+Inputs are declared with :class:`Input`: which node kinds fit, which
+variables the stage reads per scan (the runner checks that they are finite
+and screens out scans that failed upstream unless ``sees_failures``), and
+whether a job gives one node or a list of them. The first per-scan input is
+the *primary* one: the output has its scans, identities included; the other
+per-scan inputs are joined to it on ``scan``.
 """
 
 from __future__ import annotations
@@ -33,10 +43,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-import xarray as xr
 
-__all__ = ["ChunkResult", "Plan", "Stage", "TaskStage", "Var", "get_stage", "register", "registered_stages",
-           "resolve_device"]
+from cdiplatform.catalog import Var
+
+__all__ = ["ChunkResult", "Input", "Plan", "Stage", "TaskContext", "TaskStage", "Var", "config_field",
+           "get_stage", "register", "registered_stages", "resolve_device"]
 
 
 def resolve_device(name: str) -> str:
@@ -47,33 +58,63 @@ def resolve_device(name: str) -> str:
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
-OutputKind = Literal["collection", "result", "training"]
+
+OutputKind = Literal["collection", "result", "training", "model", "benchmark"]
+
+
+def config_field(default: Any, *, recipes: dict[str, Any] | None = None) -> Any:
+    """Declare the science configuration of a stage's ``Params`` (one field per stage).
+
+    A job's ``[stage.params]`` table sets it with the configuration's own
+    field names, flat beside the execution settings (``chunk``, ``device``...);
+    a nested dataclass field takes a sub-table (``shrink_wrap = { threshold =
+    0.1 }``), or ``false`` for None. ``recipe = "<name>"`` starts from one of
+    ``recipes`` and the other keys override it.
+    """
+    return field(default=default, metadata={"config": True, "recipes": recipes or {}})
 
 
 @dataclass(frozen=True)
-class Var:
-    """A data variable of a stage's output, per scan.
+class Input:
+    """An input a stage reads, named in the job's ``inputs`` table.
 
     Parameters
     ----------
-    dims : tuple of str
-        Dimensions after ``scan`` (``()`` for a per-scan scalar).
-    shape : tuple of int
-        Sizes of those dimensions.
-    dtype : str
-        NumPy dtype name; use ``"str"`` for variable-length text.
-    attrs : dict
-        CF-style attributes (``units``, ``long_name``).
+    name : str
+        Key in the job's ``inputs`` table.
+    kinds : tuple of str
+        Node kinds that fit (``collection``, ``result``, ``model``, ``training``,
+        ``raw`` for a node set ``raw/<beamtime>/*``); empty: any.
+    variables : tuple of str
+        Variables the stage reads per scan and needs finite: a scan where one
+        holds NaN or infinity fails with that reason before the stage sees it.
+    optional : tuple of str
+        Variables loaded too where the node has them.
+    sees_failures : bool
+        Hand the stage the scans that failed upstream (with their ``status``
+        and ``reason``), instead of recording them as failed.
+    many : bool
+        The job gives a list of nodes (``methods = ["results/a", "results/b"]``);
+        the stage receives a list of datasets, each joined on ``scan``.
+    required : bool
+        The job must name it.
+    streamed : tuple of str
+        Task stages only: variables handed to the stage as read-only array
+        handles (``ctx.streams``), read block by block.
     """
 
-    dims: tuple[str, ...]
-    shape: tuple[int, ...]
-    dtype: str
-    attrs: dict[str, Any] = field(default_factory=dict)
+    name: str
+    kinds: tuple[str, ...] = ()
+    variables: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    sees_failures: bool = False
+    many: bool = False
+    required: bool = True
+    streamed: tuple[str, ...] = ()
 
-    def __post_init__(self) -> None:
-        if len(self.dims) != len(self.shape):
-            raise ValueError(f"Var dims {self.dims} and shape {self.shape} differ in length")
+    @property
+    def loads_all(self) -> bool:
+        return not self.variables and not self.optional
 
 
 @dataclass(frozen=True)
@@ -83,7 +124,8 @@ class Plan:
     Parameters
     ----------
     n_scans : int
-        Length of the ``scan`` dimension of the output.
+        Length of the ``scan`` dimension; for a stage with a primary input,
+        that input's scans (after ``select`` and ``input_index``).
     chunk : int
         Scans per task; also the zarr chunk along ``scan``.
     variables : dict of str to Var
@@ -94,8 +136,8 @@ class Plan:
     attrs : dict
         Attributes of the output node (for example the grid or the method).
     input_index : ndarray of int, optional
-        For each output scan, the position of the input scan it reads (a
-        shuffle, a selection); output scan ``i`` reads input ``i`` by default.
+        For each output scan, the position of the primary input's scan it
+        reads (a shuffle); output scan ``i`` reads input scan ``i`` by default.
     """
 
     n_scans: int
@@ -124,39 +166,66 @@ class ChunkResult:
 
 
 class Stage:
-    """Base class of the pipeline stages; see the module docstring."""
+    """Base class of the pipeline stages; see the module docstring.
+
+    Parameters
+    ----------
+    seed : numpy.random.SeedSequence, optional
+        The stage's own random stream (the runner derives it from the job's
+        seed and the output node); :meth:`random` draws from it.
+    """
 
     name: ClassVar[str]
     #: dataclass of the stage's parameters; TOML values are checked against its field types
     Params: ClassVar[type]
-    #: names of the input nodes the job must give in its ``inputs`` table
-    inputs: ClassVar[tuple[str, ...]] = ()
+    #: the inputs the job gives in its ``inputs`` table (an :class:`Input`, or a bare name for "any node")
+    inputs: ClassVar[tuple[Input | str, ...]] = ()
     output_kind: ClassVar[OutputKind] = "collection"
     #: torch stages run on workers with the ``GPU`` resource when the cluster has any
     uses_torch: ClassVar[bool] = False
     #: method name stored on result nodes (``nn``, ``er_hio``...)
     method: ClassVar[str | None] = None
+    #: what the stage draws at random, for the provenance ("" when it draws nothing)
+    draws: ClassVar[str] = ""
 
-    def validate(self, params: Any, inputs: dict[str, xr.Dataset]) -> None:
+    def __init__(self, *, seed: np.random.SeedSequence | None = None) -> None:
+        self._seed = seed
+
+    @classmethod
+    def input_specs(cls) -> tuple[Input, ...]:
+        return tuple(i if isinstance(i, Input) else Input(i) for i in cls.inputs)
+
+    def random(self) -> np.random.Generator:
+        """A generator of the stage's own stream (a split, a shuffle, weights); the same on every call."""
+        if self._seed is None:
+            raise RuntimeError(f"stage {self.name} was made without a seed; the runner gives it one")
+        return np.random.default_rng(self._seed)
+
+    def seed(self) -> int:
+        """The stage's own stream as one 63-bit integer (for libraries seeded by a number, like torch)."""
+        return int(self.random().integers(2**63 - 1))
+
+    def validate(self, params: Any, inputs: dict[str, Any]) -> None:
         """Raise ``ValueError`` for parameters or inputs that cannot work, before any task runs."""
 
-    def plan(self, params: Any, inputs: dict[str, xr.Dataset]) -> Plan:
+    def plan(self, params: Any, inputs: dict[str, Any]) -> Plan:
         raise NotImplementedError
 
     def compute(
         self,
         params: Any,
-        inputs: dict[str, xr.Dataset],
+        inputs: dict[str, Any],
         index: np.ndarray,
         rngs: list[np.random.Generator],
     ) -> ChunkResult:
-        """Compute the scans ``index`` (global scan positions, int64).
+        """Compute the scans ``index`` (their identities: the output's ``scan`` values).
 
-        ``inputs`` hold exactly those scans, loaded; an input given as a node
-        set (``raw/<beamtime>/*``) is a list of datasets, one per scan of
-        ``index``, and in :meth:`plan` the list of all members. ``rngs`` holds one random
-        generator per scan, derived from the job seed and the scan position
-        only, so results do not depend on chunking or on workers.
+        ``inputs`` hold exactly those scans, loaded (a node-set input is a
+        list of datasets, one per scan; a ``many`` input a list of datasets,
+        each holding those scans; a whole input such as a model the node,
+        lazily). ``rngs`` holds one generator per scan, derived from the job
+        seed, the output node and the scan's identity only, so results do not
+        depend on chunking, on workers or on the stage's place in the job.
         """
         raise NotImplementedError
 
@@ -165,19 +234,44 @@ class Stage:
         return {f.name: f for f in dataclasses.fields(cls.Params)}
 
 
+@dataclass
+class TaskContext:
+    """What a task stage's :meth:`TaskStage.run` receives besides its parameters.
+
+    Attributes
+    ----------
+    inputs : dict of str to xarray.Dataset
+        The input nodes, opened lazily.
+    streams : dict of str to dict of str to array
+        Per input, the ``streamed`` variables as read-only array handles
+        (``.shape``, ``.chunks``, ``a[start:stop]``).
+    valid : dict of str to ndarray of int
+        Per input with per-scan status, the positions of the scans that are ok.
+    records : dict of str to dict
+        Per input, what the run recorded of it (node, content hash).
+    writer : NodeWriter
+        Replaces the output node atomically (checkpoints, the final node).
+    resume : dict of str to ndarray, optional
+        The arrays of the last checkpoint when a killed run is resumed.
+    """
+
+    inputs: dict[str, Any]
+    streams: dict[str, dict[str, Any]]
+    valid: dict[str, np.ndarray]
+    records: dict[str, dict[str, Any]]
+    writer: Any
+    resume: dict[str, np.ndarray] | None = None
+
+
 class TaskStage(Stage):
     """A stage that runs as one task and writes a whole node itself (a training).
 
-    Instead of :meth:`plan` and :meth:`compute` it implements :meth:`run`,
-    which receives a ``writer`` (:class:`cdiplatform.pipeline.tasks.NodeWriter`)
-    to save checkpoints into its output node atomically, and the arrays of the
-    last checkpoint when a killed run is resumed.
+    Instead of :meth:`plan` and :meth:`compute` it implements :meth:`run`.
     """
 
     output_kind: ClassVar[str] = "model"
 
-    def run(self, params: Any, inputs: dict[str, xr.Dataset], writer: Any,
-            resume: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    def run(self, params: Any, ctx: TaskContext) -> dict[str, Any]:
         """Do the work; return a small summary (shown and kept in the node's attributes)."""
         raise NotImplementedError
 

@@ -14,10 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from cdiplatform.catalog import open_catalog
+from cdiplatform.catalog import STATUS_OK, open_catalog
 from cdiplatform.catalog.models import read_model, write_model
 from cdiplatform.catalog.provenance import history_line, now
 from cdiplatform.pipeline.chunks import failure_reason
+from cdiplatform.pipeline.inputs import TaskInput
+from cdiplatform.pipeline.randomness import stage_seed_sequence
+from cdiplatform.pipeline.stage import TaskContext
 
 __all__ = ["NodeWriter", "SingleTask", "run_single"]
 
@@ -26,10 +29,13 @@ __all__ = ["NodeWriter", "SingleTask", "run_single"]
 class SingleTask:
     stage: type
     params: Any
-    inputs: dict[str, tuple[str, Any, Any]]
+    inputs: tuple[TaskInput, ...]
+    records: dict[str, dict[str, Any]]
     output: tuple[str, str]
     attrs: dict[str, Any]  # provenance and run record, written with every checkpoint
     resume: bool
+    seed: int
+    stream: int
 
 
 class NodeWriter:
@@ -50,21 +56,31 @@ class NodeWriter:
         self.checkpoints += 1
 
 
+def _context(task: SingleTask, writer: NodeWriter, resume) -> TaskContext:
+    inputs, streams, valid = {}, {}, {}
+    for inp in task.inputs:
+        cat = open_catalog(inp.catalog)
+        node = inp.nodes[0]
+        ds = cat.open(node, chunks=None)  # no dask inside a task
+        ds.attrs["node"] = inp.ref()
+        inputs[inp.name] = ds
+        streams[inp.name] = {v: cat.array(node, v) for v in inp.spec.streamed}
+        if "status" in ds:
+            valid[inp.name] = np.flatnonzero(np.asarray(ds["status"].values) == STATUS_OK)
+    return TaskContext(inputs=inputs, streams=streams, valid=valid, records=task.records, writer=writer,
+                       resume=resume)
+
+
 def run_single(task: SingleTask) -> dict[str, Any]:
     """Run a task stage on a worker; returns its summary, or ``{"failed": reason}``."""
     t0 = time.perf_counter()
-    opened = {}
-    for name, (path, node, select) in task.inputs.items():
-        ds = open_catalog(path).open(node, chunks=None)  # no dask inside a task
-        ds.attrs["node"] = f"{path}:{node}"
-        opened[name] = ds.isel(scan=slice(*select)) if select is not None else ds
     resume = None
     if task.resume:
-        arrays, _ = read_model(open_catalog(task.output[0]), task.output[1], prefix=None)
-        resume = arrays
+        resume, _ = read_model(open_catalog(task.output[0]), task.output[1], prefix=None)
     writer = NodeWriter(task.output[0], task.output[1], task.attrs)
+    stage = task.stage(seed=stage_seed_sequence(task.seed, task.stream))
     try:
-        summary = task.stage().run(task.params, opened, writer, resume)
+        summary = stage.run(task.params, _context(task, writer, resume))
     except Exception as exc:  # noqa: BLE001 - reported as the stage's failure; checkpoints stay
         return {"failed": failure_reason(exc), "seconds": time.perf_counter() - t0}
     return {**summary, "seconds": time.perf_counter() - t0}

@@ -102,11 +102,11 @@ def main() -> None:
     bulk_gold()
 
     # 1. overhead in process: the stage's compute against the bare minimization of the same crystals
-    from cdiplatform.pipeline.chunks import scan_rngs, stream_key
+    from cdiplatform.pipeline.randomness import scan_rngs, stream_key
 
     n = args.crystals
     # the generators the runner hands the tasks of job_file(): same crystals everywhere
-    stream = stream_key("0:simulate_gold")
+    stream = stream_key("collections/gold")  # the output node of job_file()
     rngs = scan_rngs(JOB_SEED, stream, np.arange(2 * n))
     seeds = [int(r.integers(2**63 - 1)) for r in scan_rngs(JOB_SEED, stream, np.arange(0, 2 * n, 2))]
     prepared = crystals_for(seeds, params)

@@ -91,7 +91,7 @@ def main() -> int:
     import tempfile
 
     from cdiplatform.catalog import open_catalog
-    from cdiplatform.pipeline.ingest import raw_scan_dataset
+    from cdiplatform.catalog.raw import raw_scan_dataset
 
     workdir = tempfile.mkdtemp()
 

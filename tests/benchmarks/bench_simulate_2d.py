@@ -42,7 +42,7 @@ def main() -> None:
 
     import torch
 
-    from cdiplatform.pipeline.chunks import scan_rngs
+    from cdiplatform.pipeline.randomness import scan_rngs
     from cdiplatform.simulate import objects2d
 
     torch.set_num_threads(2)

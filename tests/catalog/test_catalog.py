@@ -7,6 +7,7 @@ import zarr
 
 from cdiplatform import open_catalog
 from cdiplatform.catalog import CatalogError, NodeNotFoundError, SchemaError, check_node_path
+from cdiplatform.catalog.hashing import dataset_hash
 from cdiplatform.catalog.provenance import history_line, software_info, stable_hash
 
 
@@ -33,7 +34,7 @@ def cat(tmp_path):
 
 def test_new_catalog_has_the_layout_and_opens_with_plain_xarray(cat):
     tree = xr.open_datatree(cat.path, engine="zarr", consolidated=False)
-    assert set(tree.children) == {"raw", "collections", "results", "models", "training"}
+    assert set(tree.children) == {"raw", "collections", "results", "models", "training", "benchmarks"}
     assert cat.nodes() == []
 
 
@@ -101,9 +102,17 @@ def test_query_by_per_scan_coordinate_and_attribute(cat):
     assert cat.query("collection", kind="measured", beamtime="other") == []
 
 
-def test_content_hash_of_a_whole_node_comes_from_its_attribute(cat):
-    cat.write("collections/c1", small_collection(), attrs={"content_hash": "abc"})
-    assert cat.content_hash("collections/c1") == "abc"
+def test_a_node_written_whole_records_its_content_hash_in_one_scheme(cat):
+    cat.write("collections/c1", small_collection(), attrs={"content_hash": "a stale value is replaced"})
+    cat.write("collections/c2", small_collection(), attrs={"title": "same content, other attributes"})
+    changed = small_collection()
+    changed["intensity"][0, 0, 0] += 1
+    cat.write("collections/c3", changed, attrs={})
+    stored = cat.attrs("collections/c1")["content_hash"]
+    assert cat.content_hash("collections/c1") == stored == cat.content_hash("collections/c2")
+    assert cat.content_hash("collections/c3") != stored
+    ds = small_collection()
+    assert stored == dataset_hash({str(k): v.values for k, v in ds.variables.items()})
 
 
 def test_provenance_helpers():

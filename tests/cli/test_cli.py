@@ -108,7 +108,7 @@ def test_stages_lists_the_stages():
 class _BrokenReport:
     """Stands in for distributed.performance_report when bokeh is missing: fails on exit."""
 
-    def __init__(self, filename):
+    def __init__(self, filename, mode=None):
         self.filename = filename
 
     def __enter__(self):
@@ -132,3 +132,82 @@ def test_a_report_that_cannot_be_written_does_not_fail_the_run(tmp_path, monkeyp
     assert "performance report:" not in result.output
     cat = open_catalog(target)
     assert all(cat.open(node).attrs["run"]["complete"] for node in ("collections/c", "collections/p"))
+
+
+def test_ingest_into_a_directory_that_is_not_a_catalog_writes_nothing(tmp_path):
+    plain = tmp_path / "some" / "plain" / "dir"
+    plain.mkdir(parents=True)
+    (plain / "notes.txt").write_text("mine")
+    np.save(tmp_path / "good.npy", np.ones((4, 6, 6), np.float32))
+    before = snapshot(plain)
+    result = runner.invoke(app, ["ingest", "arrays", str(tmp_path / "good.npy"), "--beamtime", "bt",
+                                 "--catalog", str(plain)])
+    assert result.exit_code == 2 and "not a catalog" in result.output, result.output
+    assert snapshot(plain) == before and not (plain / "zarr.json").exists()
+
+
+def test_two_files_with_one_stem_are_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for path in (tmp_path / "good.npy", tmp_path / "sub" / "good.npy"):
+        np.save(path, np.ones((4, 6, 6), np.float32))
+    catalog = tmp_path / "b.zarr"
+    result = runner.invoke(app, ["ingest", "arrays", str(tmp_path / "good.npy"), str(tmp_path / "sub" / "good.npy"),
+                                 "--beamtime", "bt", "--catalog", str(catalog), "--workers", "1"],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    text = result.output.replace("\n", "")
+    assert str(tmp_path / "good.npy") in text and str(tmp_path / "sub" / "good.npy") in text
+    assert not catalog.exists()
+
+
+def test_messages_keep_their_square_brackets(tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text("[jobb]\nname = 'x'\n")
+    result = runner.invoke(app, ["run", str(job)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and "(expected [job] and [[stage]])" in result.output, result.output
+    job.write_text('[job]\nname = "b"\n[[stage]]\nstage = "cdiplatform.testing.stages:Squares"\n'
+                   'output = "results/sq"\n[stage.params]\nn_scans = 4\nchunk = 1\nfail = [2]\n')
+    result = runner.invoke(app, ["run", str(job), "--catalog", str(tmp_path / "c.zarr"), "--workers", "1"],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 1
+    # a scan that failed alone carries where it was raised: [stages.py:<line>]
+    assert "scan 2: ValueError: scan 2 is listed to fail [stages.py:" in result.output, result.output
+
+
+def test_catalog_ls_of_the_examples_is_short(repo_root):
+    result = runner.invoke(app, ["catalog", "ls", str(repo_root / "catalogs" / "examples.zarr")],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "models/cdi_nn_2d" in result.output and "arrays" in result.output
+    assert len(result.output.splitlines()) < 40
+
+
+def test_a_run_logs_no_dask_sizeof_warning(tmp_path, repo_root):
+    import subprocess
+    import sys
+
+    job = tmp_path / "job.toml"
+    job.write_text(JOB + f"""
+[[stage]]
+stage = "reconstruct"
+inputs = {{ collection = "collections/p" }}
+select = "0:2"
+output = "results/r"
+[stage.params]
+algorithm = "10*ER"
+average_last = 0
+n_starts = 1
+model_size = 8
+chunk = 1
+
+[[stage]]
+stage = "infer"
+inputs = {{ collection = "collections/c", model = "{repo_root / 'catalogs/examples.zarr'}:models/cdi_nn_2d" }}
+output = "results/nn"
+[stage.params]
+chunk = 8
+""".replace("n_scans = 16", "n_scans = 16\nsize = 32"))
+    proc = subprocess.run([sys.executable, "-m", "cdiplatform.cli.main", "run", str(job), "--catalog",
+                           str(tmp_path / "c.zarr"), "--workers", "2"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Sizeof calculation" not in proc.stdout + proc.stderr

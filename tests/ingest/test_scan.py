@@ -88,7 +88,7 @@ def test_unknown_detector(beamtime):
 
 @pytest.mark.parametrize("layout", ["peer", "ours"])
 def test_peer_amplitude_layout_padding_and_centre(beamtime, layout):
-    from cdiplatform.ingest import make_peer_amplitude
+    from cdiplatform.testing.cohere_preprocessing import make_peer_amplitude
 
     raw = read_scan(beamtime.spec, 1, beamtime.pattern, dark=beamtime.dark, flat=beamtime.white)
     amplitude, record = make_peer_amplitude(raw, layout=layout)

@@ -9,13 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cdiplatform.ingest import (
-    correct_frames,
-    make_peer_amplitude,
-    prepare_scan,
-    read_scan,
-    threshold_intensity,
-)
+from cdiplatform.ingest import correct_frames, prepare_scan, read_scan, threshold_intensity
+from cdiplatform.testing.cohere_preprocessing import make_peer_amplitude
 
 pytestmark = pytest.mark.shared_data
 

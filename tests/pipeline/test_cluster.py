@@ -63,6 +63,27 @@ def test_local_one_worker_gets_all_cores_and_its_own_dashboard(local_client):
         assert ":8787/" not in handle.dashboard_link + other
 
 
+def _listening(pid: int) -> dict[int, str]:
+    """The TCP ports a process listens on, with the address each is bound to."""
+    import psutil
+
+    return {c.laddr.port: c.laddr.ip for c in psutil.Process(pid).net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN}
+
+
+def test_the_dashboard_listens_on_loopback_unless_opened(local_client):
+    from urllib.parse import urlparse
+
+    port = urlparse(local_client.dashboard_link).port
+    bound = _listening(os.getpid())  # the LocalCluster's scheduler runs in this process
+    assert bound[port] == "127.0.0.1", bound
+    scheduler = int(local_client.scheduler.address.rsplit(":", 1)[1])
+    assert bound[scheduler] == "127.0.0.1", bound
+    with connect("local", workers=1, dashboard_address="0.0.0.0:0") as handle:
+        opened = urlparse(handle.dashboard_link).port
+        assert _listening(os.getpid())[opened] in ("0.0.0.0", "::")
+
+
 def test_torch_tasks_go_to_the_gpu_worker():
     def where() -> tuple[str, str | None]:
         from distributed import get_worker

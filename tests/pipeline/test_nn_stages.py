@@ -33,31 +33,26 @@ inputs = {{ collection = "collections/c2d" }}
 output = "training/c2d"
 [stage.params]
 chunk = 128
-seed = 1
 
 [[stage]]
 stage = "train"
 inputs = {{ training = "training/c2d" }}
 output = "models/m"
 [stage.params]
-arch = "cdi_nn_2d"
+recipe = "cdi_nn_2d"
 epochs = [{epochs}]
 widths = [4, 8, 16]
-batch_size = 32
 # the options the shipped 3D model trains with: they must resume exactly too
 batch_norm = true
 activation = "leaky_relu"
-augment = "grid"
-lr_schedule = "cosine"
-twin_invariant = true
+training = {{ batch_size = 32, augment = "grid", lr_schedule = "cosine", twin_invariant = true }}
 
 [[stage]]
 stage = "infer"
-inputs = {{ collection = "collections/c2d" }}
+inputs = {{ collection = "collections/c2d", model = "{catalog}:models/m" }}
 select = "100:164"
 output = "results/nn"
 [stage.params]
-model = "{catalog}:models/m"
 chunk = 32
 """
 
@@ -101,6 +96,16 @@ def test_assemble_train_infer(client, tmp_path):
     assert attrs["config"]["batch_norm"] and attrs["config"]["training"]["augment"] == "grid"
     assert attrs["config"]["training"]["twin_invariant"]
     assert all(isinstance(v, np.ndarray) for v in weights.values()) and weights
+    # one rule for every stage: the weights' seed is drawn from the job's seed and the output node, and
+    # the provenance says so (the stage had a seed parameter of its own, which the provenance did not show)
+    from cdiplatform.pipeline.randomness import stage_seed_sequence, stream_key
+    from cdiplatform.pipeline.stages.train import Train
+
+    prov = cat.provenance("models/m")
+    assert prov["seed"] == 4 and prov["random"]["seed"] == 4 and prov["random"]["stream"] == "models/m"
+    assert "weight initialization" in prov["random"]["draws"]
+    assert attrs["config"]["training"]["seed"] == Train(seed=stage_seed_sequence(4, stream_key("models/m"))).seed()
+    assert "seed" not in prov["stage"]["params"] and "seed" not in cat.provenance("training/c2d")["stage"]["params"]
 
     result = cat.open("results/nn").load()
     assert result.attrs["method"] == "nn"
@@ -154,27 +159,40 @@ def test_training_killed_halfway_resumes_to_the_same_weights_and_history(client,
 
 
 @pytest.mark.parametrize(
-    "arch, table, want",
+    "recipe, table, want",
     [
         ("cdi_nn_2d", {}, "bce"),
-        ("cdi_nn_2d", {"supervised_loss": "mae"}, "mae"),
-        ("cdi_nn_3d", {}, "mae"),
-        ("cdi_nn_3d", {"supervised_loss": "bce"}, "bce"),
+        ("cdi_nn_2d", {"training": {"supervised_loss": "mae"}}, "mae"),
+        ("cdi_nn_3d_reduced", {}, "mae"),
+        ("cdi_nn_3d_reduced", {"training": {"supervised_loss": "bce"}}, "bce"),
     ],
 )
-def test_train_params_choose_the_supervised_loss(arch, table, want):
-    from cdiplatform.pipeline.job import build_params
-    from cdiplatform.pipeline.stages.train import Train, model_config
+def test_train_params_are_the_model_config(recipe, table, want):
+    from cdiplatform.nn import RECIPES
+    from cdiplatform.pipeline.params import build_params
+    from cdiplatform.pipeline.stages.train import Train
 
-    epochs = [2] if arch == "cdi_nn_2d" else [1, 1, 1, 1]
-    params = build_params(Train, {"arch": arch, "epochs": epochs, "reduced": True, **table}, where="test")
-    assert model_config(params, oversampling=None).training.supervised_loss == want
+    epochs = [2] if recipe == "cdi_nn_2d" else [1, 2, 3, 4]
+    params = build_params(Train, {"recipe": recipe, "epochs": epochs, **table}, where="test")
+    config = Train.config(params, seed=5)
+    assert config.training.supervised_loss == want
+    assert [p.epochs for p in config.training.schedule] == epochs and config.training.seed == 5
+    assert config.widths == RECIPES[recipe].widths
 
 
-def test_an_unknown_supervised_loss_is_refused():
-    from cdiplatform.pipeline.job import build_params
-    from cdiplatform.pipeline.stages.train import Train, model_config
+def test_bad_train_params_are_refused_in_one_line():
+    from cdiplatform.pipeline.params import build_params
+    from cdiplatform.pipeline.stages.train import Train
 
-    params = build_params(Train, {"supervised_loss": "mse", "epochs": [2]}, where="test")
     with pytest.raises(ValueError, match="supervised_loss must be 'bce' or 'mae', got 'mse'"):
-        model_config(params, oversampling=None)
+        build_params(Train, {"training": {"supervised_loss": "mse"}}, where="test")
+    with pytest.raises(ValueError, match="has 4 schedule phase"):
+        Train.config(build_params(Train, {"recipe": "cdi_nn_3d", "epochs": [2]}, where="test"))
+    with pytest.raises(ValueError, match="comes from the job's seed"):
+        Train().validate(build_params(Train, {"training": {"seed": 3}}, where="test"),
+                         {"training": _Attrs(ndim=2)})
+
+
+class _Attrs:
+    def __init__(self, **attrs):
+        self.attrs = attrs

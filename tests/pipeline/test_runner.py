@@ -126,6 +126,54 @@ def test_dry_run_says_what_is_done_and_writes_nothing(client, tmp_path):
     assert again.state == "resume" and again.pending == 2 and again.done == 22
 
 
+def test_a_chunk_that_cannot_be_written_reports_every_scan_of_it(client, tmp_path):
+    job = job_file(tmp_path, unwritable=[7])  # chunk 5:10 cannot be stored
+    cat = tmp_path / "c.zarr"
+    (report,) = run_job(job, client=client, catalog=cat)
+    assert sorted(report.failed) == [5, 6, 7, 8, 9]
+    assert all(why.startswith("chunk not written") for why in report.failed.values())
+    assert report.ok == 19
+    ds = data_vars(cat)
+    assert not ds["done"].values[5:10].any() and ds["done"].values[:5].all()
+
+
+def test_a_scan_failed_upstream_is_screened_once_with_its_reason(client, tmp_path):
+    path = tmp_path / "chain.toml"
+    path.write_text(textwrap.dedent(f"""
+        [job]
+        name = "chain"
+        [[stage]]
+        stage = "{SQUARES}"
+        output = "results/sq"
+        [stage.params]
+        n_scans = 12
+        chunk = 4
+        fail = [5]
+        [[stage]]
+        stage = "cdiplatform.testing.stages:Squares"
+        output = "results/part"
+        [stage.params]
+        n_scans = 8
+        chunk = 4
+        [[stage]]
+        stage = "cdiplatform.testing.stages:Noisy"
+        inputs = {{ source = "results/sq", other = "results/part" }}
+        output = "results/joined"
+    """))
+    reports = run_job(load_job(path, root=tmp_path), client=client, catalog=tmp_path / "c.zarr")
+    joined = reports[-1]
+    assert joined.failed[5] == "failed upstream in results/sq: scan 5 is listed to fail"
+    assert sorted(joined.failed) == [5, 8, 9, 10, 11]
+    assert joined.failed[9] == "scan 9 is not in results/part"
+    cat = open_catalog(tmp_path / "c.zarr")
+    ds = cat.open("results/joined").load()
+    sq, part = cat.open("results/sq").load(), cat.open("results/part").load()
+    ok = [0, 1, 2, 3, 4, 6, 7]
+    # joined on the scans' identities: scan i of one input meets scan i of the other
+    np.testing.assert_array_less(sq["value"].values[ok] + part["value"].values[ok], ds["value"].values[ok])
+    np.testing.assert_array_less(ds["value"].values[ok], sq["value"].values[ok] + part["value"].values[ok] + 1)
+
+
 def test_torch_stages_go_to_the_gpu_worker(client, tmp_path):
     path = tmp_path / "t.toml"
     path.write_text(textwrap.dedent("""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage, Var, register
+from cdiplatform.pipeline.stage import ChunkResult, Input, Plan, Stage, Var, register
 
 __all__ = ["AssembleTraining"]
 
@@ -34,8 +34,9 @@ class AssembleTraining(Stage):
     """Network inputs, targets and a by-group split, shuffled and chunked for streaming."""
 
     name = "assemble_training"
-    inputs = ("collection",)
+    inputs = (Input("collection", kinds=("collection",), variables=("intensity", "amplitude", "phase")),)
     output_kind = "training"
+    draws = "per stage: the split into train, validation and test, and the shuffle"
 
     @dataclass(frozen=True)
     class Params:
@@ -43,8 +44,6 @@ class AssembleTraining(Stage):
         fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
         #: per-scan coordinate whose values keep scans together ("" : every scan its own group)
         group: str = ""
-        #: seed of the split and of the shuffle
-        seed: int = 0
         #: scans per task and per zarr chunk (the streaming block)
         chunk: int = 1024
         #: where the scaled amplitude is at or below it, the phase target is 0
@@ -69,7 +68,7 @@ class AssembleTraining(Stage):
         grid = ds["intensity"].shape[1:]
         dims = ds["intensity"].dims[1:]
         groups = ds[params.group].values if params.group else np.arange(n)
-        splits = split_by_group(groups, params.fractions, np.random.default_rng(params.seed))
+        splits = split_by_group(groups, params.fractions, self.random())
         order = np.concatenate([splits[name] for name in SPLITS]).astype(np.int64)
         code = np.concatenate([np.full(len(splits[name]), i, dtype=np.int8) for i, name in enumerate(SPLITS)])
         ranges, start = {}, 0
@@ -108,15 +107,11 @@ class AssembleTraining(Stage):
         intensity = ds["intensity"].values
         amp, p = make_targets(ds["amplitude"].values, ds["phase"].values, ndim=ndim,
                               support_threshold=params.support_threshold)
-        failed = {i: "input scan holds NaN (its simulation failed)"
-                  for i in range(len(index)) if not np.isfinite(intensity[i]).all()}
-        clean = np.nan_to_num(intensity)
         return ChunkResult(
             {
-                "inputs": make_inputs(clean, ndim=ndim).astype(np.float32),
+                "inputs": make_inputs(intensity, ndim=ndim).astype(np.float32),
                 "amplitude": np.asarray(amp, np.float32),
                 "phase": np.asarray(p, np.float32),
-                "oversampling": estimate_oversampling(clean, ndim=ndim).astype(np.float32),
-            },
-            failed=failed,
+                "oversampling": estimate_oversampling(intensity, ndim=ndim).astype(np.float32),
+            }
         )

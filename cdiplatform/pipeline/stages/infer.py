@@ -5,63 +5,56 @@ signal or oversampling do not fit the model (recorded as failed, with the
 reason), and writes ``amplitude`` (normalized, max 1), ``phase`` (radians)
 and ``support`` on the collection's grid.
 
-The model is named by the ``model`` parameter (``CATALOG:models/<id>``) and
-read by :func:`cdiplatform.catalog.load_model_arrays`, its architecture and
-weights hash checked. The oversampling is estimated from the very intensity
-fed to the network, with the estimator (and threshold) that measured the
-model's training data (:func:`cdiplatform.nn.estimate_oversampling`), not
-taken from the collection's own ``oversampling`` record.
+The model is a job input like any other (``inputs = { collection = ...,
+model = "catalogs/examples.zarr:models/cdi_nn_2d" }``): resolved, hashed and
+recorded by the driver, and loaded once per worker process and device, its
+architecture and weights hash checked. The oversampling is estimated from
+the very intensity fed to the network, with the estimator (and threshold)
+that measured the model's training data
+(:func:`cdiplatform.nn.estimate_oversampling`), not taken from the
+collection's own ``oversampling`` record.
 """
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage, Var, register, resolve_device
+from cdiplatform.pipeline.stage import ChunkResult, Input, Plan, Stage, Var, register, resolve_device
 
 GRID_DIMS = {2: ("y", "x"), 3: ("z", "y", "x")}
 
-
-def model_record(ref: str) -> dict[str, Any]:
-    """Node, weights hash and architecture of the model ``ref``: its identity in provenance and run ids."""
-    from cdiplatform.catalog import CatalogError, open_catalog, parse_node_ref
-
-    path, node = parse_node_ref(ref)
-    attrs = open_catalog(path).attrs(node)
-    if "weights_hash" not in attrs or not attrs.get("run", {}).get("complete", True):
-        raise CatalogError(f"{ref} is not a finished model (no weights hash, or its training is incomplete)")
-    return {"node": f"{Path(path).resolve()}:{node}", "weights_hash": attrs["weights_hash"],
-            "architecture": attrs.get("architecture")}
+#: networks loaded in this worker process, by (model content hash, device)
+_MODELS: dict[tuple[str, str], Any] = {}
 
 
-@functools.lru_cache(maxsize=2)
-def _model(ref: str, device: str):
-    """The loaded network, cached per worker process (one load per model and device)."""
-    from cdiplatform.catalog import load_model_arrays
+def _model(ds: xr.Dataset, device: str):
+    """The network of the model input ``ds``, loaded once per worker process and device."""
+    from cdiplatform.catalog import model_from_dataset
     from cdiplatform.nn import load_model
 
-    weights, config, digest = load_model_arrays(ref)
-    return load_model(weights, config, expected_hash=digest, device=device)
+    key = (str(ds.attrs.get("content_hash", ds.attrs["weights_hash"])), device)
+    if key not in _MODELS:
+        if len(_MODELS) >= 2:
+            _MODELS.clear()
+        weights, config, digest = model_from_dataset(ds)
+        _MODELS[key] = load_model(weights, config, expected_hash=digest, device=device)
+    return _MODELS[key]
 
 
 @register
 class Infer(Stage):
     name = "infer"
-    inputs = ("collection",)
+    inputs = (Input("collection", kinds=("collection",), variables=("intensity",)), Input("model", kinds=("model",)))
     output_kind = "result"
     uses_torch = True
     method = "nn"
 
     @dataclass(frozen=True)
     class Params:
-        #: model node, ``CATALOG:models/<id>``
-        model: str = "catalogs/examples.zarr:models/cdi_nn_2d"
         #: scans per task (and per zarr chunk of the result)
         chunk: int = 256
         #: scans per forward pass
@@ -84,7 +77,9 @@ class Infer(Stage):
             raise ValueError("infer: chunk and batch_size must be >= 1")
         if not 0 <= params.support_threshold < 1:
             raise ValueError(f"infer: support_threshold must be in [0, 1), got {params.support_threshold}")
-        model_record(params.model)  # the model node must exist and be a finished model
+        from cdiplatform.catalog.models import check_model_attrs
+
+        check_model_attrs(inputs["model"].attrs, where=str(inputs["model"].attrs.get("node", "model")))
 
     def plan(self, params: Any, inputs: dict[str, xr.Dataset]) -> Plan:
         intensity = inputs["collection"]["intensity"]
@@ -110,7 +105,8 @@ class Infer(Stage):
                 ),
             },
             coords=grid_coords,
-            attrs={"method": self.method, "model": model_record(params.model)},
+            attrs={"method": self.method, "model": {k: inputs["model"].attrs.get(k) for k in
+                                                      ("node", "weights_hash", "architecture")}},
         )
 
     def compute(
@@ -121,7 +117,7 @@ class Infer(Stage):
         ds = inputs["collection"]
         intensity = np.asarray(ds["intensity"].values)
         n, grid = intensity.shape[0], intensity.shape[1:]
-        model = _model(params.model, resolve_device(params.device))
+        model = _model(inputs["model"], resolve_device(params.device))
         failed = screen_scans(model.config, intensity)
         ok = np.array([i for i in range(n) if i not in failed], dtype=np.int64)
         amplitude = np.full((n, *grid), np.nan, dtype=np.float32)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage, Var, register
+from cdiplatform.pipeline.stage import ChunkResult, Input, Plan, Stage, Var, register
 
 __all__ = ["NetworkInput"]
 
@@ -28,7 +28,7 @@ class NetworkInput(Stage):
     """Resample prepared scans onto the model grid with matched oversampling."""
 
     name = "network_input"
-    inputs = ("collection",)
+    inputs = (Input("collection", kinds=("collection",), variables=("intensity",), optional=("oversampling",)),)
     output_kind = "collection"
 
     @dataclass(frozen=True)
@@ -50,7 +50,6 @@ class NetworkInput(Stage):
         ds = inputs["collection"]
         n = params.size
         coords = {k: ds[k].values for k in _COPIED if k in ds.coords}
-        coords["source_scan"] = ds["scan"].values
         return Plan(
             n_scans=ds.sizes["scan"],
             chunk=params.chunk,
@@ -72,15 +71,8 @@ class NetworkInput(Stage):
         target = list(params.target_oversampling)
         target = target * 3 if len(target) == 1 else target
         amps, overs, records = [], [], []
-        failed = {}
         for i in range(len(index)):
             intensity = ds["intensity"].values[i]
-            if not np.isfinite(intensity).all():
-                failed[i] = "input scan holds NaN (its preparation failed)"
-                amps.append(np.zeros((params.size,) * 3, np.float32))
-                overs.append(np.zeros(3))
-                records.append("")
-                continue
             sigma = ds["oversampling"].values[i] if "oversampling" in ds else None
             amp, rec = network_input(intensity, target_oversampling=target, oversampling=sigma, size=params.size,
                                      oversampling_threshold=params.oversampling_threshold)
@@ -89,4 +81,4 @@ class NetworkInput(Stage):
             records.append(json.dumps(rec))
         amp = np.asarray(amps, dtype=np.float32)
         return ChunkResult({"intensity": amp**2, "oversampling": np.asarray(overs, np.float32),
-                            "resampling": np.asarray(records, dtype=object)}, failed=failed)
+                            "resampling": np.asarray(records, dtype=object)})

@@ -20,29 +20,16 @@ Job file::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage, register
+from cdiplatform.pipeline.stage import ChunkResult, Input, Plan, Stage, register
 from cdiplatform.pipeline.stages.simulate_2d import collection_variables, grid_coords
 
 __all__ = ["Pad"]
-
-
-def _input_name(ds: xr.Dataset) -> str:
-    """The best name of the input node that the dataset carries."""
-    if "node" in ds.attrs:
-        return str(ds.attrs["node"])
-    source = ds.encoding.get("source", "")
-    prov = ds.attrs.get("provenance", {})
-    if isinstance(prov, str):
-        prov = json.loads(prov)
-    run = prov.get("run_id", "") if isinstance(prov, dict) else ""
-    return f"{source} (run {run})" if run else str(source)
 
 
 @register
@@ -50,7 +37,7 @@ class Pad(Stage):
     """Zero-pad the objects of a simulated 2D collection and recompute their intensities."""
 
     name = "pad"
-    inputs = ("collection",)
+    inputs = (Input("collection", kinds=("collection",), variables=("amplitude", "phase")),)
     output_kind = "collection"
 
     @dataclass(frozen=True)
@@ -93,7 +80,7 @@ class Pad(Stage):
         attrs.update(
             grid=padded,
             model_grid=int(ds.attrs.get("model_grid", size)),
-            padded_from=_input_name(ds),
+            padded_from=str(ds.attrs.get("node", "")),
             pad_factor=params.factor,
             centre_index=padded // 2,
             grid_units="pixel index minus N // 2 (object pixels / reciprocal pixels)",
@@ -112,30 +99,9 @@ class Pad(Stage):
         from cdiplatform.simulate.objects2d import object_intensity, zero_pad
 
         ds = inputs["collection"]
-        amplitude = np.array(ds["amplitude"].values, dtype=np.float32)  # copies: failed scans are zeroed
-        phase = np.array(ds["phase"].values, dtype=np.float32)
-        if len(amplitude) != len(index):
-            raise ValueError(f"pad: the input holds {len(amplitude)} scans for {len(index)} positions")
-        failed: dict[int, str] = {}
-        if "status" in ds:
-            from cdiplatform.catalog import STATUS_OK
-
-            status = np.asarray(ds["status"].values)
-            reason = np.asarray(ds["reason"].values) if "reason" in ds else None
-            for p in np.flatnonzero(status != STATUS_OK):
-                why = f": {reason[p]}" if reason is not None and reason[p] else ""
-                failed[int(p)] = f"scan {int(index[p])}: input scan not ok{why}"
-        flat = (len(index), -1)
-        finite = np.isfinite(amplitude).reshape(flat).all(axis=1)
-        finite &= np.isfinite(phase).reshape(flat).all(axis=1)
-        for p in np.flatnonzero(~finite):
-            failed.setdefault(int(p), f"scan {int(index[p])}: input amplitude or phase not finite")
-        bad = list(failed)
-        amplitude[bad] = 0.0
-        phase[bad] = 0.0
+        amplitude = np.asarray(ds["amplitude"].values, dtype=np.float32)
+        phase = np.asarray(ds["phase"].values, dtype=np.float32)
         amplitude = zero_pad(amplitude, factor=params.factor)
         phase = zero_pad(phase, factor=params.factor)
         return ChunkResult(
-            values={"intensity": object_intensity(amplitude, phase), "amplitude": amplitude, "phase": phase},
-            failed=failed,
-        )
+            values={"intensity": object_intensity(amplitude, phase), "amplitude": amplitude, "phase": phase})

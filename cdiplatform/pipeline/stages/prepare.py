@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage, Var, register
+from cdiplatform.pipeline.stage import ChunkResult, Input, Plan, Stage, Var, register
 
 __all__ = ["Prepare"]
 
@@ -33,7 +33,7 @@ class Prepare(Stage):
     """Correct, threshold, mask, crop and bin measured rocking scans onto one cube."""
 
     name = "prepare"
-    inputs = ("raw",)
+    inputs = (Input("raw", kinds=("raw",)),)
     output_kind = "collection"
 
     @dataclass(frozen=True)
@@ -63,6 +63,8 @@ class Prepare(Stage):
             raise ValueError("the input 'raw' must be a set of raw scans, like raw/<beamtime>/*")
 
     def plan(self, params, inputs) -> Plan:
+        from cdiplatform.catalog.raw import raw_node
+
         raws = inputs["raw"]
         shape = tuple(params.size // b for b in params.binning)
         attrs = [r.attrs for r in raws]
@@ -81,13 +83,16 @@ class Prepare(Stage):
                 "mask": Var(("z", "y", "x"), shape, "bool", {"long_name": "True where nothing was measured"}),
                 "oversampling": Var(("axis",), (3,), "float32", {"long_name": "oversampling ratio per axis"}),
                 "q_voxel": Var(("axis",), (3,), "float64", {"units": "1/angstrom"}),
+                "q_step": Var(("axis", "xyz"), (3, 3), "float64",
+                              {"units": "1/angstrom", "long_name": "q step vector of each grid axis (rows: z, y, x; "
+                               "columns: laboratory x, y, z), signed, after crop and binning"}),
                 "centre_raw": Var(("axis",), (3,), "int64", {"long_name": "cube centre in the raw frames"}),
                 "steps": Var((), (), "str", {"long_name": "preparation steps (JSON)"}),
             },
             coords={
                 "kind": np.array(["measured"] * len(raws), dtype=object),
                 "sample": np.array([f"{a.get('beamtime', '')}/{a.get('scan', '')}" for a in attrs], dtype=object),
-                "source": np.array([f"raw/{a.get('beamtime', '')}/{a.get('scan', '')}" for a in attrs], dtype=object),
+                "source": np.array([raw_node(a.get("beamtime", ""), a.get("scan", "")) for a in attrs], dtype=object),
                 "beamtime": np.array([a.get("beamtime", "") for a in attrs], dtype=object),
                 "scan_number": np.array([str(a.get("scan", "")) for a in attrs], dtype=object),
                 "energy": per_scan("energy_kev"),
@@ -95,6 +100,7 @@ class Prepare(Stage):
                 "pixel_size": pixel,
                 "rocking_step": per_scan("rocking_step_deg"),
                 "axis": ("axis", np.array(["z", "y", "x"], dtype=object)),
+                "xyz": ("xyz", np.array(["x", "y", "z"], dtype=object)),
             },
             attrs={"grid": list(shape), "prepared": {"dark_mode": params.dark_mode, "threshold": params.threshold,
                                                      "centring": params.centring, "binning": list(params.binning)},
@@ -103,10 +109,10 @@ class Prepare(Stage):
         )
 
     def compute(self, params, inputs, index, rngs) -> ChunkResult:
+        from cdiplatform.catalog.raw import raw_scan_from_dataset
         from cdiplatform.ingest import prepare_scan
-        from cdiplatform.pipeline.ingest import raw_scan_from_dataset
 
-        out: dict[str, list[Any]] = {k: [] for k in ("intensity", "mask", "oversampling", "q_voxel",
+        out: dict[str, list[Any]] = {k: [] for k in ("intensity", "mask", "oversampling", "q_voxel", "q_step",
                                                        "centre_raw", "steps")}
         for ds in inputs["raw"]:
             prepared = prepare_scan(
@@ -118,6 +124,7 @@ class Prepare(Stage):
             out["mask"].append(prepared.mask)
             out["oversampling"].append(prepared.oversampling)
             out["q_voxel"].append(prepared.q_voxel)
+            out["q_step"].append(np.asarray(prepared.q_step, dtype=np.float64))
             out["centre_raw"].append(prepared.centre_raw)
             out["steps"].append(json.dumps(prepared.metadata(), default=float))
         values = {k: np.asarray(v, dtype=object if k == "steps" else None) for k, v in out.items()}

@@ -19,7 +19,9 @@ and writes per scan:
 
 ``mask`` is read as True (non-zero) where a pixel is *bad* (not measured),
 unless its attribute ``meaning`` is ``"measured"``. Scans with NaN, infinite
-or negative intensity are recorded as failed.
+or negative intensity are recorded as failed. Its parameters are the
+:class:`~cdiplatform.phasing.PhasingSettings` themselves (or a named recipe,
+``recipe = "cohere_scan54"``), beside ``chunk``, ``device`` and ``model_size``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage, Var, register, resolve_device
+from cdiplatform.phasing.recipes import RECIPES
+from cdiplatform.phasing.settings import PhasingSettings
+from cdiplatform.pipeline.stage import ChunkResult, Input, Plan, Stage, Var, config_field, register, resolve_device
 
 _GRID_DIMS = {2: ("y", "x"), 3: ("z", "y", "x")}
 
@@ -61,73 +65,26 @@ def _crop(arr: np.ndarray, model: tuple[int, ...]) -> np.ndarray:
 @register
 class Reconstruct(Stage):
     name = "reconstruct"
-    inputs = ("collection",)
+    inputs = (Input("collection", kinds=("collection",), variables=("intensity",),
+                    optional=("mask", "amplitude", "phase")),)
     output_kind = "result"
     uses_torch = True
     method = "er_hio"
 
+    draws = "per scan: the random starts (amplitude and phase of every voxel)"
+
     @dataclass(frozen=True)
     class Params:
-        #: algorithm string, e.g. ``3*(20*ER+180*HIO)+20*ER``
-        algorithm: str = "3*(20*ER+180*HIO)+20*ER"
-        #: HIO / RAAR feedback
-        beta: float = 0.9
-        #: shrink-wrap threshold (fraction of the blurred amplitude's maximum); 0 disables shrink-wrap
-        shrink_wrap_threshold: float = 0.1
-        #: Gaussian sigma of shrink-wrap, pixels
-        shrink_wrap_sigma: float = 1.0
-        #: final sigma of a geometric schedule; 0 keeps sigma constant
-        shrink_wrap_sigma_final: float = 0.0
-        #: shrink-wrap every this many iterations
-        shrink_wrap_period: int = 1
-        #: first iteration (0-based) with a shrink-wrap update
-        shrink_wrap_start: int = 1
-        #: treat negative real parts as outside the support
-        positivity: bool = False
-        #: iteration of the twin removal; -1 disables it
-        twin_iteration: int = 2
-        #: average the object over the final iterations
-        average_last: int = 20
-        #: ``box`` or ``autocorrelation``
-        initial_support: str = "box"
-        #: side of the initial box, fraction of each axis
-        support_fraction: float = 0.5
-        #: random starts per scan
-        n_starts: int = 4
-        #: best starts (smallest chi) aligned and averaged
-        keep_best: int = 1
+        #: the phase retrieval (PhasingSettings): algorithm, beta, shrink_wrap = {...}, twin = {...},
+        #: average_last, initial_support, support_fraction, n_starts, keep_best...; ``recipe`` names one
+        #: of cdiplatform.phasing.RECIPES (default: paper_2d)
+        phasing: PhasingSettings = config_field(RECIPES["paper_2d"], recipes=RECIPES)
         #: model grid size when the collection has no ``model_grid`` attribute (0: none)
         model_size: int = 0
         #: ``auto`` (cuda if available), ``cpu`` or ``cuda``
         device: str = "auto"
-        #: scans per task
+        #: scans per task (and per zarr chunk of the result)
         chunk: int = 64
-
-    def settings(self, params: Any):
-        """The :class:`cdiplatform.phasing.PhasingSettings` of the parameters."""
-        from cdiplatform.phasing import PhasingSettings, ShrinkWrap, TwinRemoval
-
-        sw = None
-        if params.shrink_wrap_threshold > 0:
-            sw = ShrinkWrap(
-                threshold=params.shrink_wrap_threshold,
-                sigma=params.shrink_wrap_sigma,
-                sigma_final=params.shrink_wrap_sigma_final or None,
-                period=params.shrink_wrap_period,
-                start=params.shrink_wrap_start,
-            )
-        return PhasingSettings(
-            algorithm=params.algorithm,
-            beta=params.beta,
-            shrink_wrap=sw,
-            positivity=params.positivity,
-            twin=None if params.twin_iteration < 0 else TwinRemoval(iteration=params.twin_iteration),
-            average_last=params.average_last,
-            initial_support=params.initial_support,
-            support_fraction=params.support_fraction,
-            n_starts=params.n_starts,
-            keep_best=params.keep_best,
-        )
 
     def validate(self, params: Any, inputs: dict[str, xr.Dataset]) -> None:
         ds = inputs["collection"]
@@ -138,7 +95,6 @@ class Reconstruct(Stage):
             raise ValueError(f"reconstruct: intensity dims {ds['intensity'].dims} are not (scan, [z,] y, x)")
         if params.chunk < 1:
             raise ValueError(f"reconstruct: chunk must be >= 1, got {params.chunk}")
-        self.settings(params)  # raises ValueError naming a bad setting or algorithm string
         _model_grid(params, ds, tuple(ds["intensity"].shape[1:]))
 
     def plan(self, params: Any, inputs: dict[str, xr.Dataset]) -> Plan:
@@ -174,7 +130,7 @@ class Reconstruct(Stage):
         coords = {d: (d, np.asarray(ds[d].values)) for d in dims if d in ds.coords}
         attrs = {
             "method": self.method,
-            "algorithm": str(params.algorithm),
+            "algorithm": str(params.phasing.algorithm),
             "model_grid": list(model) if model is not None else list(shape),
         }
         return Plan(
@@ -201,12 +157,10 @@ class Reconstruct(Stage):
         failed: dict[int, str] = {}
         flat = intensity.reshape(n, -1)
         for i in range(n):
-            if not np.all(np.isfinite(flat[i])):
-                failed[i] = f"scan {int(index[i])}: intensity holds NaN or infinite values"
-            elif np.any(flat[i] < 0):
-                failed[i] = f"scan {int(index[i])}: intensity has negative values"
+            if np.any(flat[i] < 0):
+                failed[i] = f"scan {index[i]}: intensity has negative values"
             elif not np.any(flat[i] > 0):
-                failed[i] = f"scan {int(index[i])}: intensity is zero everywhere"
+                failed[i] = f"scan {index[i]}: intensity is zero everywhere"
         ok = np.array([i for i in range(n) if i not in failed], dtype=np.int64)
 
         out = {
@@ -232,14 +186,14 @@ class Reconstruct(Stage):
             res = phase_retrieval(
                 np.sqrt(intensity[ok]),
                 ndim=ndim,
-                settings=self.settings(params),
+                settings=params.phasing,
                 measured=meas_ok,
                 rngs=[rngs[i] for i in ok],
                 device=resolve_device(params.device),
             )
         except (FloatingPointError, RuntimeError) as exc:
             for i in ok:
-                failed[int(i)] = f"scan {int(index[i])}: phase retrieval failed: {exc}"
+                failed[int(i)] = f"scan {index[i]}: phase retrieval failed: {exc}"
             return ChunkResult(values=out, failed=failed)
 
         llk = poisson_llk(res.obj, intensity[ok], ndim=ndim, measured=meas_ok)

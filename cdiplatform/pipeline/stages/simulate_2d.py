@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage, Var, register
+from cdiplatform.pipeline.stage import ChunkResult, Plan, Stage, Var, config_field, register
+from cdiplatform.simulate.objects2d import Convex2DRecipe
 
 __all__ = ["Simulate2D", "collection_variables", "grid_coords"]
 
@@ -70,52 +71,29 @@ class Simulate2D(Stage):
     name = "simulate_2d"
     output_kind = "collection"
 
+    draws = "per scan: the object's shape and its phase field"
+
     @dataclass(frozen=True)
     class Params:
+        #: the CDI NN (2018) recipe: its fields sit flat in [stage.params] (points_min, sigma...)
+        recipe: Convex2DRecipe = config_field(Convex2DRecipe())
         #: number of objects (scans)
         n_scans: int = 1024
         #: grid size N (pixels per axis); the object centroid is at N // 2
         size: int = 32
         #: scans per task (and per zarr chunk)
         chunk: int = 512
-        # the knobs of cdiplatform.simulate.objects2d.Convex2DRecipe, same names and defaults
-        # (lengths are fractions of N; see its docstring)
-        points_min: int = 4
-        points_max: int = 12
-        radius_min: float = 0.2
-        radius_max: float = 0.35
-        aspect_min: float = 0.5
-        aspect_max: float = 1.0
-        max_radius: float = 0.35
-        min_area: float = 0.05
-        sigma: float = 1.0
-        support_threshold: float = 0.01
-        gratings_max: int = 2
-        gaussians_max: int = 3
-        period_min: float = 0.25
-        period_max: float = 1.5
-        width_min: float = 0.05
-        width_max: float = 0.25
-        ptp_min: float = 0.0
-        ptp_max: float = 1.0
-
-    @staticmethod
-    def recipe(params: Any):
-        """The :class:`~cdiplatform.simulate.objects2d.Convex2DRecipe` that ``params`` describe."""
-        from cdiplatform.simulate.objects2d import Convex2DRecipe
-
-        return Convex2DRecipe(**{f.name: getattr(params, f.name) for f in dataclasses.fields(Convex2DRecipe)})
 
     def validate(self, params: Any, inputs: dict[str, xr.Dataset]) -> None:
         if params.n_scans < 1:
             raise ValueError(f"simulate_2d: n_scans must be at least 1, got {params.n_scans}")
         if params.chunk < 1:
             raise ValueError(f"simulate_2d: chunk must be at least 1, got {params.chunk}")
-        self.recipe(params).check(params.size)
+        params.recipe.check(params.size)
 
     def plan(self, params: Any, inputs: dict[str, xr.Dataset]) -> Plan:
         n, size = params.n_scans, params.size
-        recipe = self.recipe(params)
+        recipe = params.recipe
         return Plan(
             n_scans=n,
             chunk=min(params.chunk, n),
@@ -144,7 +122,7 @@ class Simulate2D(Stage):
 
         if len(rngs) != len(index):
             raise ValueError(f"simulate_2d: {len(rngs)} generators for {len(index)} scans")
-        values = simulate_2d(rngs, size=params.size, recipe=self.recipe(params))
+        values = simulate_2d(rngs, size=params.size, recipe=params.recipe)
         peak = values["amplitude"].reshape(len(index), -1).max(axis=1)
         failed = {int(p): f"scan {int(index[p])}: empty object" for p in np.flatnonzero(~(peak > 0))}
         return ChunkResult(values=values, failed=failed)

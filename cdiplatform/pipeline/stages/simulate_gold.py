@@ -38,6 +38,7 @@ class SimulateGold(Stage):
     name = "simulate_gold"
     output_kind = "collection"
     inputs = ()
+    draws = "per crystal, from its strained scan's generator: the seed that builds, strains and relaxes it"
 
     @dataclass(frozen=True)
     class Params:

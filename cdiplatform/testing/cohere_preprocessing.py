@@ -1,6 +1,7 @@
-"""The array the peer (APS cohere, 34-ID-C settings) phases, rebuilt here.
+"""A test oracle: cohere's preprocessing of a 34-ID-C Timepix scan, rebuilt here.
 
-So that our phasing engine can be measured beside the peer on the *same*
+Not part of the product (it reproduces another tool's quirks, a chip seam
+among them): tests and benchmarks use it so that our phasing engine can be measured beside the peer on the *same*
 array, :func:`make_peer_amplitude` repeats the peer's preprocessing of a
 34-ID-C Timepix scan (see ``/work/shared/peers/cohere-core.md``). Its facts,
 checked on scan 54 (maximum 121,942 after correction at frame 99; 280,031
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cdiplatform.ingest.errors import IngestError
+from cdiplatform.errors import IngestError
 
 __all__ = ["make_peer_amplitude", "next_fast_even"]
 

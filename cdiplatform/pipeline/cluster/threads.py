@@ -1,0 +1,112 @@
+"""Thread pools of the workers: torch and BLAS sized to each worker's share of the cores."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from distributed import Nanny, WorkerPlugin
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["PLUGIN_NAME", "THREAD_ENV_VARS", "ThreadEnvNanny", "ThreadLimits", "cores", "thread_report"]
+
+#: Environment variables that size the thread pools of OpenMP, BLAS and friends.
+THREAD_ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+
+PLUGIN_NAME = "cdip-thread-limits"
+
+
+class ThreadLimits(WorkerPlugin):
+    """Worker plugin: size torch's and BLAS's thread pools to the worker's share of cores.
+
+    On setup it sets the ``*_NUM_THREADS`` environment variables (read by
+    libraries imported later, torch among them), calls
+    ``torch.set_num_threads`` if torch is already imported, and limits the
+    BLAS libraries already loaded through ``threadpoolctl`` when that is
+    installed.
+
+    Parameters
+    ----------
+    threads : int, optional
+        Threads per worker; default: the worker's ``nthreads``.
+    """
+
+    name = PLUGIN_NAME
+    idempotent = False
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+        self.applied: int | None = None
+        self.blas: str = "env"
+
+    def setup(self, worker: Any) -> None:
+        n = int(self.threads or worker.state.nthreads or 1)
+        os.environ.update({var: str(n) for var in THREAD_ENV_VARS})
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(n)
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            self.blas = "env"
+        else:
+            threadpool_limits(limits=n)
+            self.blas = "threadpoolctl"
+        self.applied = n
+
+
+def thread_report(client: Client) -> dict[str, dict[str, Any]]:
+    """The thread settings of every worker, for benchmarks and logs to print.
+
+    Returns
+    -------
+    dict
+        Worker address to ``{"nthreads": task threads, "threads": the share
+        set by ThreadLimits (None if the plugin is absent), "torch":
+        torch.get_num_threads() in a task thread, "blas": how BLAS was
+        limited, "omp": OMP_NUM_THREADS}``.
+    """
+
+    def _probe(dask_worker: Any) -> dict[str, Any]:
+        plugin = dask_worker.plugins.get(PLUGIN_NAME)
+        import torch
+
+        return {
+            "nthreads": dask_worker.state.nthreads,
+            "threads": getattr(plugin, "applied", None),
+            "torch": dask_worker.executor.submit(torch.get_num_threads).result(),
+            "blas": getattr(plugin, "blas", None),
+            "omp": os.environ.get("OMP_NUM_THREADS"),
+        }
+
+    return client.run(_probe)
+
+
+class ThreadEnvNanny(Nanny):
+    """A Nanny that spawns its worker with the thread variables set to ``core_share``.
+
+    Distributed's ``pre-spawn-environ`` pins OpenMP and BLAS to one thread and
+    lets the parent's environment win; this sets them to the worker's share so
+    that BLAS, loaded at import in the new process, starts with the right size.
+    """
+
+    def __init__(self, *args: Any, core_share: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        share = {var: str(core_share) for var in THREAD_ENV_VARS}
+        self.pre_spawn_env.update(share)
+        self.env.update(share)
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
