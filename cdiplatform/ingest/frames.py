@@ -6,14 +6,16 @@ One TIFF file per rocking point, named by a pattern such as
 
 Every file is checked: missing, empty, truncated or not a TIFF, more than one
 image, an image that is not 2-D, a shape or dtype other than the first
-frame's, NaN or negative values. Each problem raises :class:`IngestError`
-naming the file and the scan.
+frame's, NaN or negative values; and a scan's frames must hold some signal
+(not every pixel 0). Each problem raises :class:`IngestError` naming the file
+and the scan.
 
-Speed: the first frame is parsed with :mod:`tifffile`. When it is a classic
-TIFF with one uncompressed strip, each further file's image tags (size, type,
-compression, strip offset and length) are read directly (a few hundred bytes)
-and, when they match the first frame's, its pixels are read with one
-:func:`numpy.fromfile`; anything else goes through :mod:`tifffile`.
+Every file is read with :mod:`tifffile` (its first page straight into the
+output array). A hand-written path that parsed the tags itself and read the
+pixels with ``numpy.fromfile`` was measured against it on the 201 frames of
+scan 54 (``tests/benchmarks/bench_ingest.py``, same run, interleaved) and
+removed: it handled no file that tifffile cannot, and it saved about 0.1 ms
+a frame (see ``docs/ingest.md``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,9 +131,15 @@ def read_tiff(path: str | os.PathLike, *, scan: int | str | None = None, what: s
         Missing, empty, truncated or unreadable file; not exactly one 2-D
         image; NaN or (unless allowed) negative values.
     """
+    arr = _read_image(Path(path), scan, what)
+    _check_values(arr, path, scan, allow_negative=allow_negative, what=what)
+    return arr
+
+
+def _read_image(path: Path, scan, what: str, out: np.ndarray | None = None) -> np.ndarray:
+    """The one 2-D image of a TIFF file, into ``out`` when it has the image's shape and dtype."""
     import tifffile
 
-    path = Path(path)
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -144,9 +151,12 @@ def read_tiff(path: str | os.PathLike, *, scan: int | str | None = None, what: s
             if len(tif.pages) != 1:
                 raise IngestError(f"{what} file holds {len(tif.pages)} images, expected one",
                                   path=path, scan=scan)
-            page = tif.pages[0]
+            page = tif.pages.first
             _check_extent(page, size, path, scan, what)
-            arr = page.asarray()
+            if out is not None and page.shape == out.shape and page.dtype == out.dtype:
+                arr = page.asarray(out=out)
+            else:
+                arr = page.asarray()
     except IngestError:
         raise
     except Exception as exc:  # tifffile raises many types for corrupt files
@@ -158,7 +168,6 @@ def read_tiff(path: str | os.PathLike, *, scan: int | str | None = None, what: s
     if arr.ndim != 2:
         raise IngestError(f"{what} image has shape {arr.shape}, expected 2-D (rows, columns)",
                           path=path, scan=scan)
-    _check_values(arr, path, scan, allow_negative=allow_negative, what=what)
     return arr
 
 
@@ -179,94 +188,6 @@ def _check_extent(page, size: int, path, scan, what: str) -> None:
                               f"an image of {page.shape}", path=path, scan=scan)
 
 
-# -- fast path for uniform uncompressed frames ---------------------------------------------
-
-_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 16: 8}
-_LAYOUT_TAGS = (256, 257, 258, 259, 273, 277, 279, 284, 339)
-
-
-def _layout(path: Path) -> tuple | None:
-    """The image-layout tags of a classic TIFF's first IFD, read directly; None if not simple."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8 or head[:2] not in (b"II", b"MM"):
-                return None
-            bo = "<" if head[:2] == b"II" else ">"
-            magic, ifd = struct.unpack(bo + "HI", head[2:8])
-            if magic != 42:
-                return None
-            fh.seek(ifd)
-            raw_n = fh.read(2)
-            if len(raw_n) < 2:
-                return None
-            (n,) = struct.unpack(bo + "H", raw_n)
-            entries = fh.read(12 * n)
-            if len(entries) < 12 * n:
-                return None
-    except OSError:
-        return None
-    tags = {}
-    for i in range(n):
-        tag, typ, count = struct.unpack(bo + "HHI", entries[12 * i:12 * i + 8])
-        if tag not in _LAYOUT_TAGS:
-            continue
-        if count != 1 or typ not in _TYPE_SIZES or _TYPE_SIZES[typ] > 4:
-            return None  # several strips or an odd entry: let tifffile handle it
-        value_bytes = entries[12 * i + 8:12 * i + 12]
-        fmt = {1: "B", 3: "H", 4: "I", 8: "h", 9: "i"}.get(typ)
-        if fmt is None:
-            return None
-        tags[tag] = struct.unpack(bo + fmt, value_bytes[:struct.calcsize(fmt)])[0]
-    return (bo,) + tuple(tags.get(t) for t in _LAYOUT_TAGS)
-
-
-@dataclass(frozen=True)
-class _FastLayout:
-    signature: tuple
-    offset: int
-    dtype: np.dtype
-    shape: tuple[int, int]
-    size: int  # file size of the reference frame
-
-    @property
-    def count(self) -> int:
-        return self.shape[0] * self.shape[1]
-
-
-def _fast_layout(path: Path, arr: np.ndarray) -> _FastLayout | None:
-    import tifffile
-
-    sig = _layout(path)
-    if sig is None:
-        return None
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            if (tif.is_bigtiff or page.compression != 1 or len(page.dataoffsets) != 1
-                    or page.shape != arr.shape or page.predictor not in (1, None)):
-                return None
-            offset = int(page.dataoffsets[0])
-            dtype = page.dtype.newbyteorder(tif.byteorder)
-    except Exception:
-        return None
-    return _FastLayout(sig, offset, dtype, arr.shape, path.stat().st_size)
-
-
-def _read_fast(path: Path, layout: _FastLayout, out: np.ndarray) -> bool:
-    """Read ``path`` into ``out`` if its layout is the reference one; False otherwise."""
-    try:
-        if path.stat().st_size != layout.size or _layout(path) != layout.signature:
-            return False
-        data = np.fromfile(path, dtype=layout.dtype, count=layout.count, offset=layout.offset)
-    except OSError:
-        return False
-    if data.size != layout.count:
-        return False
-    out[...] = data.reshape(layout.shape)
-    return True
-
-
 # -- frame series --------------------------------------------------------------------------
 
 def _pattern_glob(pattern: str, scan) -> str:
@@ -278,7 +199,7 @@ def _pattern_glob(pattern: str, scan) -> str:
         return text
 
 
-def frame_files(pattern: str, scan: int, n_points: int) -> list[Path]:
+def frame_files(pattern: str, scan: int, n_points: int, *, allow_extra: bool = False) -> list[Path]:
     """The frame file of every point of a scan, checked to exist and to be all there.
 
     Parameters
@@ -290,11 +211,16 @@ def frame_files(pattern: str, scan: int, n_points: int) -> list[Path]:
         Scan number.
     n_points : int
         Number of points SPEC recorded; one frame is expected per point.
+    allow_extra : bool
+        Leave out frame files beyond the recorded points instead of raising
+        (an aborted scan: the detector may have written the frame of the
+        point being counted when the scan was stopped).
 
     Raises
     ------
     IngestError
-        A frame is missing, or there are more frame files than points.
+        A frame is missing, or there are more frame files than points
+        (unless ``allow_extra``).
     """
     if "{point" not in pattern:
         raise IngestError("frame pattern has no {point} field", path=pattern, scan=scan)
@@ -305,14 +231,15 @@ def frame_files(pattern: str, scan: int, n_points: int) -> list[Path]:
         raise IngestError(f"frame pattern cannot be filled with scan and point ({exc})",
                           path=pattern, scan=scan) from None
     missing = [f for f in files if not f.is_file()]
-    if missing or extra.is_file():
+    extra_found = not allow_extra and extra.is_file()
+    if missing or extra_found:
         on_disk = len(glob.glob(_pattern_glob(pattern, scan)))
     if missing:
         raise IngestError(
             f"{len(missing)} of {n_points} frames missing (first: {missing[0]}); "
             f"{on_disk} files match the pattern, SPEC recorded {n_points} points",
             path=pattern, scan=scan)
-    if extra.is_file():
+    if extra_found:
         raise IngestError(
             f"frame count differs from the SPEC points: {on_disk} files match the pattern "
             f"(including {extra.name}) but SPEC recorded {n_points} points",
@@ -320,8 +247,7 @@ def frame_files(pattern: str, scan: int, n_points: int) -> list[Path]:
     return files
 
 
-def read_frames(files: Sequence[str | os.PathLike], *, scan: int | str | None = None,
-                fast: bool = True) -> np.ndarray:
+def read_frames(files: Sequence[str | os.PathLike], *, scan: int | str | None = None) -> np.ndarray:
     """Read one image per file into a ``(frame, det_y, det_x)`` array.
 
     Parameters
@@ -330,9 +256,6 @@ def read_frames(files: Sequence[str | os.PathLike], *, scan: int | str | None = 
         One TIFF file per frame, in frame order.
     scan : int or str, optional
         Scan number, for error messages.
-    fast : bool
-        Use the direct read for files laid out like the first one (see the
-        module notes); ``False`` parses every file with tifffile.
 
     Returns
     -------
@@ -341,8 +264,9 @@ def read_frames(files: Sequence[str | os.PathLike], *, scan: int | str | None = 
     Raises
     ------
     IngestError
-        Any bad file (see :func:`read_tiff`), or frames that differ in shape
-        or dtype from the first one.
+        Any bad file (see :func:`read_tiff`), frames that differ in shape
+        or dtype from the first one, or frames without signal (every pixel
+        of every frame 0).
     """
     files = [Path(f) for f in files]
     if not files:
@@ -350,21 +274,22 @@ def read_frames(files: Sequence[str | os.PathLike], *, scan: int | str | None = 
     first = read_tiff(files[0], scan=scan)
     out = np.empty((len(files),) + first.shape, dtype=first.dtype)
     out[0] = first
-    layout = _fast_layout(files[0], first) if fast else None
     for i, path in enumerate(files[1:], start=1):
-        if layout is not None and _read_fast(path, layout, out[i]):
-            if out.dtype.kind in "fi":  # unsigned counts cannot be negative or NaN
-                _check_values(out[i], path, scan)
-            continue
-        arr = read_tiff(path, scan=scan)
+        slot = out[i]
+        arr = _read_image(path, scan, "frame", out=slot)
         if arr.shape != first.shape:
             raise IngestError(f"frame {i} has shape {arr.shape}, the first frame "
                               f"({files[0].name}) has {first.shape}", path=path, scan=scan)
-        if arr.dtype != first.dtype:
+        if not np.shares_memory(arr, slot):  # another dtype: read on its own, cast if safe
             if not np.can_cast(arr.dtype, first.dtype, casting="safe"):
                 raise IngestError(f"frame {i} has dtype {arr.dtype}, the first frame has {first.dtype}",
                                   path=path, scan=scan)
-        out[i] = arr
+            slot[...] = arr
+        if out.dtype.kind in "fi":  # unsigned counts cannot be negative or NaN
+            _check_values(slot, path, scan)
+    if not out.any():
+        raise IngestError(f"no signal: every pixel of the {len(files)} frames ({files[0].name} to "
+                          f"{files[-1].name}) is 0", path=files[0].parent, scan=scan)
     return out
 
 
@@ -397,7 +322,8 @@ def read_field(path: str | os.PathLike, *, kind: str, region: Region | None = No
     if path.suffix.lower() == ".npy":
         from cdiplatform.ingest.arrays import read_intensity
 
-        arr = read_intensity(path, scan=scan, ndim=2, allow_negative=(kind == "dark"), what=what)
+        arr = read_intensity(path, scan=scan, ndim=2, allow_negative=(kind == "dark"),
+                             require_signal=False, what=what)
     else:
         arr = read_tiff(path, scan=scan, what=what, allow_negative=(kind == "dark"))
     if region is not None and not region.fits(arr.shape):
