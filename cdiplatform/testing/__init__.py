@@ -3,7 +3,8 @@
 :func:`require` skips a test whose precondition is missing, but fails it under
 continuous integration (environment variable ``CI=true``), where every
 precondition must hold. :mod:`cdiplatform.testing.slurm` starts a real
-single-node SLURM for tests of the SLURM path.
+single-node SLURM for tests of the SLURM path. :mod:`cdiplatform.testing.beamtime`
+writes a synthetic beamtime as a real one (SPEC file, TIFF frames, fields).
 """
 
 from cdiplatform.testing.require import in_ci, require
