@@ -10,12 +10,17 @@ frame's, NaN or negative values; and a scan's frames must hold some signal
 (not every pixel 0). Each problem raises :class:`IngestError` naming the file
 and the scan.
 
-Every file is read with :mod:`tifffile` (its first page straight into the
-output array). A hand-written path that parsed the tags itself and read the
-pixels with ``numpy.fromfile`` was measured against it on the 201 frames of
-scan 54 (``tests/benchmarks/bench_ingest.py``, same run, interleaved) and
-removed: it handled no file that tifffile cannot, and it saved about 0.1 ms
-a frame (see ``docs/ingest.md``).
+Speed: the first frame is parsed with :mod:`tifffile`. When it is a classic
+TIFF with one uncompressed strip, each further file's image tags (size, type,
+compression, strip offset and length) are read directly (a few hundred bytes)
+and, when they match the first frame's and the file has its size, its pixels
+are read with one :func:`numpy.fromfile`; anything else goes through
+tifffile (``fast=False``: every file). This hand-written path is kept because
+it is measured clearly faster on the real frames: tifffile parses every tag
+of every file in Python, and reading the 201 frames of scan 54 with it takes
+2 to 3 times as long (``tests/benchmarks/bench_ingest.py``, both in the same
+run, interleaved; figures in ``docs/ingest.md``). It handles no file that
+tifffile cannot.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +194,94 @@ def _check_extent(page, size: int, path, scan, what: str) -> None:
                               f"an image of {page.shape}", path=path, scan=scan)
 
 
+# -- fast path for uniform uncompressed frames ---------------------------------------------
+
+_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 16: 8}
+_LAYOUT_TAGS = (256, 257, 258, 259, 273, 277, 279, 284, 339)
+
+
+def _layout(path: Path) -> tuple | None:
+    """The image-layout tags of a classic TIFF's first IFD, read directly; None if not simple."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8 or head[:2] not in (b"II", b"MM"):
+                return None
+            bo = "<" if head[:2] == b"II" else ">"
+            magic, ifd = struct.unpack(bo + "HI", head[2:8])
+            if magic != 42:
+                return None
+            fh.seek(ifd)
+            raw_n = fh.read(2)
+            if len(raw_n) < 2:
+                return None
+            (n,) = struct.unpack(bo + "H", raw_n)
+            entries = fh.read(12 * n)
+            if len(entries) < 12 * n:
+                return None
+    except OSError:
+        return None
+    tags = {}
+    for i in range(n):
+        tag, typ, count = struct.unpack(bo + "HHI", entries[12 * i:12 * i + 8])
+        if tag not in _LAYOUT_TAGS:
+            continue
+        if count != 1 or typ not in _TYPE_SIZES or _TYPE_SIZES[typ] > 4:
+            return None  # several strips or an odd entry: let tifffile handle it
+        value_bytes = entries[12 * i + 8:12 * i + 12]
+        fmt = {1: "B", 3: "H", 4: "I", 8: "h", 9: "i"}.get(typ)
+        if fmt is None:
+            return None
+        tags[tag] = struct.unpack(bo + fmt, value_bytes[:struct.calcsize(fmt)])[0]
+    return (bo,) + tuple(tags.get(t) for t in _LAYOUT_TAGS)
+
+
+@dataclass(frozen=True)
+class _FastLayout:
+    signature: tuple
+    offset: int
+    dtype: np.dtype
+    shape: tuple[int, int]
+    size: int  # file size of the reference frame
+
+    @property
+    def count(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+
+def _fast_layout(path: Path, arr: np.ndarray) -> _FastLayout | None:
+    import tifffile
+
+    sig = _layout(path)
+    if sig is None:
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            if (tif.is_bigtiff or page.compression != 1 or len(page.dataoffsets) != 1
+                    or page.shape != arr.shape or page.predictor not in (1, None)):
+                return None
+            offset = int(page.dataoffsets[0])
+            dtype = page.dtype.newbyteorder(tif.byteorder)
+    except Exception:
+        return None
+    return _FastLayout(sig, offset, dtype, arr.shape, path.stat().st_size)
+
+
+def _read_fast(path: Path, layout: _FastLayout, out: np.ndarray) -> bool:
+    """Read ``path`` into ``out`` if its layout is the reference one; False otherwise."""
+    try:
+        if path.stat().st_size != layout.size or _layout(path) != layout.signature:
+            return False
+        data = np.fromfile(path, dtype=layout.dtype, count=layout.count, offset=layout.offset)
+    except OSError:
+        return False
+    if data.size != layout.count:
+        return False
+    out[...] = data.reshape(layout.shape)
+    return True
+
+
 # -- frame series --------------------------------------------------------------------------
 
 def _pattern_glob(pattern: str, scan) -> str:
@@ -247,7 +341,8 @@ def frame_files(pattern: str, scan: int, n_points: int, *, allow_extra: bool = F
     return files
 
 
-def read_frames(files: Sequence[str | os.PathLike], *, scan: int | str | None = None) -> np.ndarray:
+def read_frames(files: Sequence[str | os.PathLike], *, scan: int | str | None = None,
+                fast: bool = True) -> np.ndarray:
     """Read one image per file into a ``(frame, det_y, det_x)`` array.
 
     Parameters
@@ -256,6 +351,9 @@ def read_frames(files: Sequence[str | os.PathLike], *, scan: int | str | None = 
         One TIFF file per frame, in frame order.
     scan : int or str, optional
         Scan number, for error messages.
+    fast : bool
+        Read files laid out like the first one directly (see the module
+        notes); ``False`` parses every file with tifffile.
 
     Returns
     -------
@@ -274,8 +372,13 @@ def read_frames(files: Sequence[str | os.PathLike], *, scan: int | str | None = 
     first = read_tiff(files[0], scan=scan)
     out = np.empty((len(files),) + first.shape, dtype=first.dtype)
     out[0] = first
+    layout = _fast_layout(files[0], first) if fast else None
     for i, path in enumerate(files[1:], start=1):
         slot = out[i]
+        if layout is not None and _read_fast(path, layout, slot):
+            if out.dtype.kind in "fi":  # unsigned counts cannot be negative or NaN
+                _check_values(slot, path, scan)
+            continue
         arr = _read_image(path, scan, "frame", out=slot)
         if arr.shape != first.shape:
             raise IngestError(f"frame {i} has shape {arr.shape}, the first frame "

@@ -160,6 +160,7 @@ def read_scan(
     energy_kev: float | None = None,
     camdist_mm: float | None = None,
     allow_incomplete: bool = False,
+    fast: bool = True,
 ) -> RawScan:
     """Read a rocking scan: its frames, SPEC columns and geometry.
 
@@ -186,6 +187,8 @@ def read_scan(
         Read the last scan of a SPEC file still being written, with the
         points it has so far (see :attr:`SpecScan.incomplete`); by default
         such a scan is refused.
+    fast : bool
+        Direct reads of uniform uncompressed frames (see :mod:`.frames`).
 
     Returns
     -------
@@ -207,11 +210,12 @@ def read_scan(
         with SpecFile(spec) as spec_file:
             spec_scan = spec_file.scan(scan_number)
     return _read_scan(spec_scan, frames_pattern, dark=dark, flat=flat, roi=roi, detector=detector,
-                      energy_kev=energy_kev, camdist_mm=camdist_mm, allow_incomplete=allow_incomplete)
+                      energy_kev=energy_kev, camdist_mm=camdist_mm, allow_incomplete=allow_incomplete,
+                      fast=fast)
 
 
 def _read_scan(spec_scan: SpecScan, frames_pattern: str, *, dark, flat, roi, detector, energy_kev,
-               camdist_mm, allow_incomplete: bool) -> RawScan:
+               camdist_mm, allow_incomplete: bool, fast: bool) -> RawScan:
     spec_path = spec_scan.path
     key = spec_scan.scan_id
     det = get_detector(detector)
@@ -243,7 +247,7 @@ def _read_scan(spec_scan: SpecScan, frames_pattern: str, *, dark, flat, roi, det
 
     files = frame_files(frames_pattern, spec_scan.number, n_points,
                         allow_extra=spec_scan.aborted or spec_scan.incomplete)
-    frames = read_frames(files, scan=key)
+    frames = read_frames(files, scan=key, fast=fast)
 
     if roi is not None:
         region = Region.coerce(roi)

@@ -31,35 +31,39 @@ def _series(tmp_path: Path, n: int = 5, shape=(6, 7), dtype=np.int32) -> list[Pa
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.uint16, np.float32])
-def test_read_frames_equals_tifffile(tmp_path, dtype):
+def test_read_frames_fast_and_tifffile_agree(tmp_path, dtype):
     import tifffile
 
     files = _series(tmp_path, dtype=dtype)
-    frames = read_frames(files, scan=1)
-    assert frames.dtype == dtype and frames.shape == (5, 6, 7)
-    np.testing.assert_array_equal(frames, np.stack([tifffile.imread(f) for f in files]))
+    expected = np.stack([tifffile.imread(f) for f in files])
+    for fast in (True, False):
+        frames = read_frames(files, scan=1, fast=fast)
+        assert frames.dtype == dtype and frames.shape == (5, 6, 7)
+        np.testing.assert_array_equal(frames, expected)
 
 
-def test_frames_of_other_layouts_and_a_safely_castable_dtype(tmp_path):
+@pytest.mark.parametrize("fast", [True, False])
+def test_frames_of_other_layouts_and_a_safely_castable_dtype(tmp_path, fast):
     import tifffile
 
     files = _series(tmp_path, n=3)
     odd = np.full((6, 7), 9, dtype=np.int32)
     tifffile.imwrite(files[1], odd, compression="zlib")  # same shape, other layout
     tifffile.imwrite(files[2], np.full((6, 7), 4, dtype=np.uint16))  # fits int32
-    out = read_frames(files)
+    out = read_frames(files, fast=fast)  # the fast path falls back to tifffile for them
     np.testing.assert_array_equal(out[1], odd)
     np.testing.assert_array_equal(out[2], 4)
     tifffile.imwrite(files[2], np.full((6, 7), 0.5, dtype=np.float64))
     with pytest.raises(IngestError, match="dtype float64") as info:
-        read_frames(files, scan=2)
+        read_frames(files, scan=2, fast=fast)
     assert info.value.path == str(files[2])
 
 
-def test_frames_without_signal_are_refused(tmp_path):
+@pytest.mark.parametrize("fast", [True, False])
+def test_frames_without_signal_are_refused(tmp_path, fast):
     files = [_write(tmp_path / f"f_{i:03d}.tif", np.zeros((6, 7), np.int32)) for i in range(3)]
     with pytest.raises(IngestError, match="no signal.*3 frames.*f_000.tif to f_002.tif") as info:
-        read_frames(files, scan=54)
+        read_frames(files, scan=54, fast=fast)
     assert info.value.scan == 54 and "scan 54" in str(info.value)
     _write(files[1], np.eye(6, 7, dtype=np.int32))  # one count is signal
     assert read_frames(files, scan=54).sum() == 6
@@ -111,12 +115,13 @@ def _two_pages(path: Path) -> None:
     (_negative, "negative"),
     (_two_pages, "2 images"),
 ])
-def test_bad_frame_names_file_and_scan(tmp_path, spoil, message):
+@pytest.mark.parametrize("fast", [True, False])
+def test_bad_frame_names_file_and_scan(tmp_path, spoil, message, fast):
     dtype = np.float32 if spoil is _nan else np.int32
     files = _series(tmp_path, n=4, dtype=dtype)
     spoil(files[2])
     with pytest.raises(IngestError, match=message) as info:
-        read_frames(files, scan=17)
+        read_frames(files, scan=17, fast=fast)
     assert info.value.path == str(files[2])
     assert info.value.scan == 17
     assert "f_002.tif" in str(info.value) and "scan 17" in str(info.value)
