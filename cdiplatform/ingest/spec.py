@@ -281,7 +281,9 @@ class SpecFile:
     Notes
     -----
     The file stays open until :meth:`close` (or the end of a ``with``
-    block); a pickled SpecFile reopens the file when unpickled.
+    block); a pickled SpecFile reopens the file when unpickled. Use one
+    SpecFile per thread (silx's reader keeps a file position);
+    :func:`~cdiplatform.ingest.read_scan` given a path opens its own.
 
     Examples
     --------
