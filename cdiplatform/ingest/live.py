@@ -39,7 +39,7 @@ class ScanState:
         The scan can be read and processed (the module's rule).
     aborted : bool
         The scan ended short of its planned points (an abort comment, or the
-        next scan's header came first).
+        next scan's header came first): :attr:`SpecScan.aborted`.
     points_recorded : int
         Data rows in the SPEC file so far (a row still being written is not one).
     points_planned : int or None
@@ -108,10 +108,8 @@ def scan_state(spec_path: str | os.PathLike, scan_number: int | str, frame_patte
             return _waiting(scan_number, f"not in the SPEC file yet ({len(spec)} scans so far)")
         scan = spec.scan(scan_number)
 
-    recorded, planned = scan.n_points, scan.planned_points
-    ended_by_next = not scan.last
-    aborted = scan.aborted or (ended_by_next and planned is not None and recorded < planned)
-    spec_done = ended_by_next or scan.aborted or (planned is not None and recorded >= planned)
+    recorded, planned, aborted = scan.n_points, scan.planned_points, scan.aborted
+    spec_done = not scan.last or aborted or (planned is not None and recorded >= planned)
 
     sizes: dict[str, int] = {}
     missing: list[str] = []
@@ -134,7 +132,7 @@ def scan_state(spec_path: str | os.PathLike, scan_number: int | str, frame_patte
             "frame sizes not seen at an earlier poll yet" if previous_sizes is None else
             f"{len(changed)} frame files new or changed since the last poll (first: {changed[0]})")
     else:
-        how = ("aborted" if scan.aborted else "cut short by the next scan") if aborted else "ended"
+        how = "aborted" if aborted else "ended"
         reason = f"complete: {how} at {points}, {len(sizes)} frame files steady"
     return ScanState(
         scan=scan_number,

@@ -199,8 +199,9 @@ def read_scan(
     IngestError
         Scan not in the SPEC file, or still being recorded; missing, extra,
         corrupt or mismatched frames; a frame count other than the SPEC
-        points (an aborted scan may have one frame file more: the point
-        being counted when it was stopped, left out); frames without signal;
+        points (frame files beyond the points of an aborted scan, such as
+        that of the point being counted when it stopped, are left out);
+        frames without signal;
         a region that does not fit the frames, the sensor, the dark or the
         white field; a scan command that is not a motor scan.
     """

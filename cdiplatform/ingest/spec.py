@@ -161,7 +161,8 @@ class SpecScan:
     comments : tuple of str
         ``#C`` lines of the scan (inside its data too).
     aborted : bool
-        A comment says the scan was aborted.
+        A comment says the scan was aborted, or the next scan began before
+        this one had its planned points.
     last : bool
         No scan follows this one in the file (as it was when read).
     path : str
@@ -479,19 +480,21 @@ class SpecFile:
         for i, label in enumerate(labels):  # duplicate labels: keep the first, name the others
             data[label if label not in data else f"{label}_{i}"] = np.ascontiguousarray(table[:, i])
         parsed = parse_scan_command(command)
+        cut_short = not last and parsed.n_points is not None and len(table) < parsed.n_points
         return SpecScan(
             number=number,
             occurrence=occurrence,
             command=command,
             date=date,
             count_time=count_time if count_time is not None else parsed.count_time,
-            motors=dict(zip(silx_scan.motor_names, (float(v) for v in silx_scan.motor_positions))),
+            motors={name.strip(): float(value)
+                    for name, value in zip(silx_scan.motor_names, silx_scan.motor_positions)},
             mnemonics=self._mnemonics(silx_scan.file_header),
             labels=tuple(data),
             data=data,
             header=header,
             comments=tuple(comments),
-            aborted=any(_ABORTED_RE.search(c) for c in comments),
+            aborted=cut_short or any(_ABORTED_RE.search(c) for c in comments),
             last=last,
             path=str(self.path),
             index=index,

@@ -168,6 +168,7 @@ def test_windows_line_endings(tmp_path):
     scan = SpecFile(path).scan(1)
     assert scan.labels == ("Theta", "H", "Monitor", "pm detector", "Detector")
     assert scan.header["UIMR5"] == "4 10 2 8 1" and scan.motor("Energy") == 9.0
+    assert "pm detector" in scan.motors and scan.motor_name("gam") == "Gamma"  # last of their lines
     np.testing.assert_array_equal(scan.column("Detector"), 10 * np.arange(4))
 
 
@@ -215,6 +216,7 @@ def test_finished_rows_then_a_new_scan_header_being_written(tmp_path):
     assert spec.keys == ["1", "2", "3"]
     two, three = spec.scan(2), spec.scan(3)
     assert two.n_points == 3 and not two.last and not two.incomplete
+    assert two.aborted  # 3 of 6 planned points when the next scan began: cut short
     assert three.n_points == 0 and three.labels == () and three.incomplete
 
 
