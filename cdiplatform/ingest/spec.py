@@ -388,7 +388,9 @@ class SpecFile:
         return (self.scan(k) for k in self.keys)
 
     def __contains__(self, scan: object) -> bool:
-        return str(scan) in self._by_key or (isinstance(scan, int) and scan in self._counts)
+        key = str(scan).strip()
+        key = key[:-2] if key.endswith(".1") else key
+        return key in self._by_key or (isinstance(scan, int) and scan in self._counts)
 
     def __getitem__(self, scan: int | str) -> SpecScan:
         return self.scan(scan)

@@ -159,6 +159,7 @@ def test_repeated_number_without_a_new_header(tmp_path):
     path.write_text(FILE_HEADER + scan_block(1, 3) + scan_block(1, 4))
     spec = SpecFile(path)
     assert spec.keys == ["1", "1.2"] and spec.numbers == [1, 1]
+    assert 1 in spec and "1.1" in spec and "1.2" in spec and "1.3" not in spec
     assert spec.scan("1.2").n_points == 4 and spec.scan("1.1").n_points == 3
 
 
