@@ -301,15 +301,15 @@ class SpecFile:
     def _open(self) -> None:
         from silx.io.specfile import SpecFile as SilxSpecFile
 
-        for _ in range(3):  # the file may grow while it is opened: retry until it holds still
+        for attempt in range(3):  # the file may grow while it is opened: retry until it holds still
             size_before, partial = self._tail()
             try:
                 self._sf = SilxSpecFile(str(self.path))
             except Exception as exc:  # silx raises its own SfError types
                 raise IngestError(f"SPEC file is not readable ({type(exc).__name__}: {exc})",
                                   path=self.path) from None
-            if self.path.stat().st_size == size_before:
-                break
+            if self.path.stat().st_size == size_before or attempt == 2:
+                break  # (a file still growing after 3 tries: its last scan reads as incomplete)
             self._sf.close()
         self._partial_row = partial
         numbers = [int(n) for n in self._sf.list()]
