@@ -1,5 +1,6 @@
-"""Measured data: readers (SPEC, TIFF frames, NPY/NPZ, HDF5/CXI), detector
-corrections, the cube around the Bragg peak and the network input.
+"""Measured data: readers (SPEC, TIFF frames, NPY/NPZ, HDF5/CXI), the completeness
+rule of a scan being recorded, detector corrections, the cube around the Bragg
+peak and the network input.
 
 Science code only: functions take and return NumPy arrays and plain metadata
 (dataclasses, dicts); nothing here knows about Dask, zarr or xarray.
@@ -13,6 +14,7 @@ from cdiplatform.ingest.detectors import DETECTORS, Detector, get_detector
 from cdiplatform.ingest.errors import IngestError
 from cdiplatform.ingest.frames import Region, frame_files, read_field, read_frames, read_tiff
 from cdiplatform.ingest.geometry import q_steps, q_steps_approx
+from cdiplatform.ingest.live import ScanState, scan_state
 from cdiplatform.ingest.prepare import (
     PreparedScan,
     bin_array,
@@ -34,6 +36,7 @@ __all__ = [
     "PreparedScan",
     "RawScan",
     "Region",
+    "ScanState",
     "SpecFile",
     "SpecScan",
     "bin_array",
@@ -52,5 +55,6 @@ __all__ = [
     "read_intensity",
     "read_scan",
     "read_tiff",
+    "scan_state",
     "threshold_intensity",
 ]

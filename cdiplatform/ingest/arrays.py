@@ -16,11 +16,13 @@ __all__ = ["CXI_DATASET", "read_intensity"]
 CXI_DATASET = "/entry_1/data_1/data"
 
 _HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".cxi", ".nxs"}
+#: the first bytes of a .npy file (format spec) and of a .npz file (a zip archive)
+_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK"}
 
 
 def read_intensity(path: str | os.PathLike, *, dataset: str | None = None, ndim: int | None = 3,
                    scan: int | str | None = None, allow_negative: bool = False,
-                   what: str = "intensity") -> np.ndarray:
+                   require_signal: bool = True, what: str = "intensity") -> np.ndarray:
     """Read an intensity array (photon counts or |F|^2) from NPY, NPZ or HDF5/CXI.
 
     Parameters
@@ -38,6 +40,9 @@ def read_intensity(path: str | os.PathLike, *, dataset: str | None = None, ndim:
         Scan id for error messages.
     allow_negative : bool
         Accept negative values.
+    require_signal : bool
+        Refuse an array that is 0 everywhere (a scan without signal); a
+        dark field may be all zero.
     what : str
         What the array is, for error messages.
 
@@ -48,9 +53,10 @@ def read_intensity(path: str | os.PathLike, *, dataset: str | None = None, ndim:
     Raises
     ------
     IngestError
-        Missing, empty or unreadable file; NPZ or HDF5 without the expected
-        array; complex, non-numeric or wrongly shaped data; NaN or negative
-        values.
+        Missing, empty or unreadable file; a ``.npy``/``.npz`` name on a file
+        that is not one; NPZ or HDF5 without the expected array; complex,
+        non-numeric or wrongly shaped data; NaN or negative values; no
+        signal (all zero, unless ``require_signal=False``).
     """
     path = Path(path)
     try:
@@ -60,6 +66,12 @@ def read_intensity(path: str | os.PathLike, *, dataset: str | None = None, ndim:
     if size == 0:
         raise IngestError(f"{what} file is empty (0 bytes)", path=path, scan=scan)
     suffix = path.suffix.lower()
+    if suffix in _MAGIC:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_MAGIC[suffix]))
+        if head != _MAGIC[suffix]:
+            raise IngestError(f"not a NumPy {suffix} file: it starts with {head!r}, not "
+                              f"{_MAGIC[suffix]!r}", path=path, scan=scan)
     try:
         if suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
@@ -99,6 +111,8 @@ def read_intensity(path: str | os.PathLike, *, dataset: str | None = None, ndim:
     if arr.size == 0:
         raise IngestError(f"{what} array is empty (shape {arr.shape})", path=path, scan=scan)
     _check_values(arr, path, scan, allow_negative=allow_negative, what=what)
+    if require_signal and not arr.any():
+        raise IngestError(f"no signal: {what} of shape {arr.shape} is 0 everywhere", path=path, scan=scan)
     return np.ascontiguousarray(arr)
 
 

@@ -6,14 +6,21 @@ One TIFF file per rocking point, named by a pattern such as
 
 Every file is checked: missing, empty, truncated or not a TIFF, more than one
 image, an image that is not 2-D, a shape or dtype other than the first
-frame's, NaN or negative values. Each problem raises :class:`IngestError`
-naming the file and the scan.
+frame's, NaN or negative values; and a scan's frames must hold some signal
+(not every pixel 0). Each problem raises :class:`IngestError` naming the file
+and the scan.
 
 Speed: the first frame is parsed with :mod:`tifffile`. When it is a classic
 TIFF with one uncompressed strip, each further file's image tags (size, type,
 compression, strip offset and length) are read directly (a few hundred bytes)
-and, when they match the first frame's, its pixels are read with one
-:func:`numpy.fromfile`; anything else goes through :mod:`tifffile`.
+and, when they match the first frame's and the file has its size, its pixels
+are read with one :func:`numpy.fromfile`; anything else goes through
+tifffile (``fast=False``: every file). This hand-written path is kept because
+it is measured clearly faster on the real frames: tifffile parses every tag
+of every file in Python, and reading the 201 frames of scan 54 with it takes
+2 to 3 times as long (``tests/benchmarks/bench_ingest.py``, both in the same
+run, interleaved; figures in ``docs/ingest.md``). It handles no file that
+tifffile cannot.
 """
 
 from __future__ import annotations
@@ -130,9 +137,15 @@ def read_tiff(path: str | os.PathLike, *, scan: int | str | None = None, what: s
         Missing, empty, truncated or unreadable file; not exactly one 2-D
         image; NaN or (unless allowed) negative values.
     """
+    arr = _read_image(Path(path), scan, what)
+    _check_values(arr, path, scan, allow_negative=allow_negative, what=what)
+    return arr
+
+
+def _read_image(path: Path, scan, what: str, out: np.ndarray | None = None) -> np.ndarray:
+    """The one 2-D image of a TIFF file, into ``out`` when it has the image's shape and dtype."""
     import tifffile
 
-    path = Path(path)
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -144,9 +157,12 @@ def read_tiff(path: str | os.PathLike, *, scan: int | str | None = None, what: s
             if len(tif.pages) != 1:
                 raise IngestError(f"{what} file holds {len(tif.pages)} images, expected one",
                                   path=path, scan=scan)
-            page = tif.pages[0]
+            page = tif.pages.first
             _check_extent(page, size, path, scan, what)
-            arr = page.asarray()
+            if out is not None and page.shape == out.shape and page.dtype == out.dtype:
+                arr = page.asarray(out=out)
+            else:
+                arr = page.asarray()
     except IngestError:
         raise
     except Exception as exc:  # tifffile raises many types for corrupt files
@@ -158,7 +174,6 @@ def read_tiff(path: str | os.PathLike, *, scan: int | str | None = None, what: s
     if arr.ndim != 2:
         raise IngestError(f"{what} image has shape {arr.shape}, expected 2-D (rows, columns)",
                           path=path, scan=scan)
-    _check_values(arr, path, scan, allow_negative=allow_negative, what=what)
     return arr
 
 
@@ -278,7 +293,7 @@ def _pattern_glob(pattern: str, scan) -> str:
         return text
 
 
-def frame_files(pattern: str, scan: int, n_points: int) -> list[Path]:
+def frame_files(pattern: str, scan: int, n_points: int, *, allow_extra: bool = False) -> list[Path]:
     """The frame file of every point of a scan, checked to exist and to be all there.
 
     Parameters
@@ -290,11 +305,16 @@ def frame_files(pattern: str, scan: int, n_points: int) -> list[Path]:
         Scan number.
     n_points : int
         Number of points SPEC recorded; one frame is expected per point.
+    allow_extra : bool
+        Leave out frame files beyond the recorded points instead of raising
+        (an aborted scan: the detector may have written the frame of the
+        point being counted when the scan was stopped).
 
     Raises
     ------
     IngestError
-        A frame is missing, or there are more frame files than points.
+        A frame is missing, or there are more frame files than points
+        (unless ``allow_extra``).
     """
     if "{point" not in pattern:
         raise IngestError("frame pattern has no {point} field", path=pattern, scan=scan)
@@ -305,14 +325,15 @@ def frame_files(pattern: str, scan: int, n_points: int) -> list[Path]:
         raise IngestError(f"frame pattern cannot be filled with scan and point ({exc})",
                           path=pattern, scan=scan) from None
     missing = [f for f in files if not f.is_file()]
-    if missing or extra.is_file():
+    extra_found = not allow_extra and extra.is_file()
+    if missing or extra_found:
         on_disk = len(glob.glob(_pattern_glob(pattern, scan)))
     if missing:
         raise IngestError(
             f"{len(missing)} of {n_points} frames missing (first: {missing[0]}); "
             f"{on_disk} files match the pattern, SPEC recorded {n_points} points",
             path=pattern, scan=scan)
-    if extra.is_file():
+    if extra_found:
         raise IngestError(
             f"frame count differs from the SPEC points: {on_disk} files match the pattern "
             f"(including {extra.name}) but SPEC recorded {n_points} points",
@@ -331,8 +352,8 @@ def read_frames(files: Sequence[str | os.PathLike], *, scan: int | str | None = 
     scan : int or str, optional
         Scan number, for error messages.
     fast : bool
-        Use the direct read for files laid out like the first one (see the
-        module notes); ``False`` parses every file with tifffile.
+        Read files laid out like the first one directly (see the module
+        notes); ``False`` parses every file with tifffile.
 
     Returns
     -------
@@ -341,8 +362,9 @@ def read_frames(files: Sequence[str | os.PathLike], *, scan: int | str | None = 
     Raises
     ------
     IngestError
-        Any bad file (see :func:`read_tiff`), or frames that differ in shape
-        or dtype from the first one.
+        Any bad file (see :func:`read_tiff`), frames that differ in shape
+        or dtype from the first one, or frames without signal (every pixel
+        of every frame 0).
     """
     files = [Path(f) for f in files]
     if not files:
@@ -352,19 +374,25 @@ def read_frames(files: Sequence[str | os.PathLike], *, scan: int | str | None = 
     out[0] = first
     layout = _fast_layout(files[0], first) if fast else None
     for i, path in enumerate(files[1:], start=1):
-        if layout is not None and _read_fast(path, layout, out[i]):
+        slot = out[i]
+        if layout is not None and _read_fast(path, layout, slot):
             if out.dtype.kind in "fi":  # unsigned counts cannot be negative or NaN
-                _check_values(out[i], path, scan)
+                _check_values(slot, path, scan)
             continue
-        arr = read_tiff(path, scan=scan)
+        arr = _read_image(path, scan, "frame", out=slot)
         if arr.shape != first.shape:
             raise IngestError(f"frame {i} has shape {arr.shape}, the first frame "
                               f"({files[0].name}) has {first.shape}", path=path, scan=scan)
-        if arr.dtype != first.dtype:
+        if not np.shares_memory(arr, slot):  # another dtype: read on its own, cast if safe
             if not np.can_cast(arr.dtype, first.dtype, casting="safe"):
                 raise IngestError(f"frame {i} has dtype {arr.dtype}, the first frame has {first.dtype}",
                                   path=path, scan=scan)
-        out[i] = arr
+            slot[...] = arr
+        if out.dtype.kind in "fi":  # unsigned counts cannot be negative or NaN
+            _check_values(slot, path, scan)
+    if not out.any():
+        raise IngestError(f"no signal: every pixel of the {len(files)} frames ({files[0].name} to "
+                          f"{files[-1].name}) is 0", path=files[0].parent, scan=scan)
     return out
 
 
@@ -397,7 +425,8 @@ def read_field(path: str | os.PathLike, *, kind: str, region: Region | None = No
     if path.suffix.lower() == ".npy":
         from cdiplatform.ingest.arrays import read_intensity
 
-        arr = read_intensity(path, scan=scan, ndim=2, allow_negative=(kind == "dark"), what=what)
+        arr = read_intensity(path, scan=scan, ndim=2, allow_negative=(kind == "dark"),
+                             require_signal=False, what=what)
     else:
         arr = read_tiff(path, scan=scan, what=what, allow_negative=(kind == "dark"))
     if region is not None and not region.fits(arr.shape):

@@ -159,6 +159,7 @@ def read_scan(
     detector: str | Detector = "timepix",
     energy_kev: float | None = None,
     camdist_mm: float | None = None,
+    allow_incomplete: bool = False,
     fast: bool = True,
 ) -> RawScan:
     """Read a rocking scan: its frames, SPEC columns and geometry.
@@ -182,6 +183,10 @@ def read_scan(
         Name in :data:`~cdiplatform.ingest.detectors.DETECTORS`.
     energy_kev, camdist_mm : float, optional
         Override SPEC's ``Energy`` and ``camdist`` motors.
+    allow_incomplete : bool
+        Read the last scan of a SPEC file still being written, with the
+        points it has so far (see :attr:`SpecScan.incomplete`); by default
+        such a scan is refused.
     fast : bool
         Direct reads of uniform uncompressed frames (see :mod:`.frames`).
 
@@ -192,13 +197,27 @@ def read_scan(
     Raises
     ------
     IngestError
-        Scan not in the SPEC file; missing, extra, corrupt or mismatched
-        frames; a frame count other than the SPEC points; a region that does
-        not fit the frames, the sensor, the dark or the white field; a
-        scan command that is not a motor scan.
+        Scan not in the SPEC file, or still being recorded; missing, extra,
+        corrupt or mismatched frames; a frame count other than the SPEC
+        points (frame files beyond the points of an aborted scan, such as
+        that of the point being counted when it stopped, are left out);
+        frames without signal;
+        a region that does not fit the frames, the sensor, the dark or the
+        white field; a scan command that is not a motor scan.
     """
-    spec_file = spec if isinstance(spec, SpecFile) else SpecFile(spec)
-    spec_scan = spec_file.scan(scan_number)
+    if isinstance(spec, SpecFile):
+        spec_scan = spec.scan(scan_number)
+    else:
+        with SpecFile(spec) as spec_file:
+            spec_scan = spec_file.scan(scan_number)
+    return _read_scan(spec_scan, frames_pattern, dark=dark, flat=flat, roi=roi, detector=detector,
+                      energy_kev=energy_kev, camdist_mm=camdist_mm, allow_incomplete=allow_incomplete,
+                      fast=fast)
+
+
+def _read_scan(spec_scan: SpecScan, frames_pattern: str, *, dark, flat, roi, detector, energy_kev,
+               camdist_mm, allow_incomplete: bool, fast: bool) -> RawScan:
+    spec_path = spec_scan.path
     key = spec_scan.scan_id
     det = get_detector(detector)
 
@@ -206,7 +225,7 @@ def read_scan(
     if not command.motors:
         raise IngestError(f"scan command {spec_scan.command!r} is not a motor scan "
                           "(ascan/dscan family); cannot tell the rocking motor",
-                          path=spec_file.path, scan=key)
+                          path=spec_path, scan=key)
     mnemonic, start, stop = command.motors[0]
     try:
         motor_name = spec_scan.motor_name(mnemonic)
@@ -220,10 +239,15 @@ def read_scan(
         start, stop = origin + start, origin + stop
     step = command.step() or 0.0
     n_points = spec_scan.n_points
+    if spec_scan.incomplete and not allow_incomplete:
+        raise IngestError(f"scan is still being recorded: {n_points} of {spec_scan.planned_points} "
+                          "points, no next scan and no abort comment in the SPEC file yet",
+                          path=spec_path, scan=key)
     if n_points == 0:
-        raise IngestError("scan has no data rows in the SPEC file", path=spec_file.path, scan=key)
+        raise IngestError("scan has no data rows in the SPEC file", path=spec_path, scan=key)
 
-    files = frame_files(frames_pattern, spec_scan.number, n_points)
+    files = frame_files(frames_pattern, spec_scan.number, n_points,
+                        allow_extra=spec_scan.aborted or spec_scan.incomplete)
     frames = read_frames(files, scan=key, fast=fast)
 
     if roi is not None:
@@ -275,7 +299,7 @@ def read_scan(
         flat=flat_arr,
         flat_mean=flat_mean,
         sources={
-            "spec": str(spec_file.path),
+            "spec": spec_path,
             "frames": [str(f) for f in files],
             "dark": None if dark is None else str(Path(dark)),
             "flat": None if flat is None else str(Path(flat)),

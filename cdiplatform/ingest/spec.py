@@ -1,34 +1,41 @@
-"""SPEC data files: many scans per file, indexed once, parsed on demand.
+"""SPEC data files, read with silx's C reader (:mod:`silx.io.specfile`).
 
-A SPEC file is plain text. A *file header* (``#F``, ``#E``, ``#D``, ``#O0..``
-motor names, ``#o0..`` their mnemonics) is followed by scans; each scan starts
-with ``#S <number> <command>`` and holds header lines (``#D`` date, ``#T``
-count time, ``#P0..`` motor positions in the order of the ``#O`` names, ``#L``
-column labels, ``#UIMR5``-like detector lines...) and then one data row per
-point. Column labels and motor names are separated by two or more spaces
-(single spaces occur inside names such as ``pm detector``).
+A SPEC file is plain text: a *file header* (``#F``, ``#E``, ``#D``, ``#O0..``
+motor names, ``#o0..`` their mnemonics) followed by scans, each starting with
+``#S <number> <command>`` and holding header lines (``#D`` date, ``#T``
+count time, ``#P0..`` motor positions in the order of the ``#O`` names,
+``#L`` column labels, ``#UIMR5``-like detector lines...) and one data row per
+point.
 
-The format's quirks handled here:
+silx indexes the file and parses it (names and labels split on two or more
+spaces, ``#C`` comments and blank lines inside data, repeated scan numbers as
+``54.1``/``54.2``, several file headers in one file: each scan uses the
+motor names of the last header before it). This module is a thin layer that
+keeps the platform's :class:`SpecFile`/:class:`SpecScan` API and adds only
+what silx does not do, each named here and in ``docs/ingest.md``:
 
-- comments (``#C``) and other ``#`` lines between data rows, blank lines;
-- aborted scans (``#C ... Scan aborted after 7 points.``): fewer rows than
-  the command asked for; :attr:`SpecScan.aborted` says so;
-- data rows with too few or too many values, or values that are not numbers
-  (an interrupted write): skipped, and listed in :attr:`SpecScan.skipped_rows`;
-- repeated scan numbers (a new file header restarting the numbering): a scan
-  is then named ``"54.2"`` (its second occurrence), and asking for plain
-  ``54`` is an error that says so;
-- several file headers in one file (``newfile`` with the same name): each
-  scan uses the motor names of the last header before it.
+- *single-space labels of old files*: silx returns one label for
+  ``#L Theta Monitor Detector``; when the labels do not match the data
+  columns but the ``#L`` line split on single spaces does, those are used;
+- *data columns that do not match the labels*: silx takes the number of
+  columns from the first data row and drops every row that differs (printing
+  ``Error on scan N line L`` on stdout), so a bad *first* row would leave the
+  good rows out; this is refused with an error instead of read wrongly;
+- *a file still being written*: a last line without its newline is not a
+  finished row; silx drops it unless it ends in a space (then its values may
+  still be cut short), and this layer drops it then too. The last scan of the
+  file is :attr:`SpecScan.incomplete` while it holds fewer points than its
+  command planned and no abort comment;
+- *the scan command* (``ascan th -0.28 0.72 200 0.25``): parsed here
+  (:func:`parse_scan_command`); silx keeps it as text.
 
-:class:`SpecFile` reads the file once and indexes the scan offsets (a 4 MB
-file with 498 scans takes a few milliseconds); :meth:`SpecFile.scan` parses
-only the scan asked for.
+Known limits of the library reader: rows with a wrong number of values are
+dropped without a record of which ones (silx prints a line for each on
+stdout); a value that is not a number in an otherwise complete row reads as 0.
 """
 
 from __future__ import annotations
 
-import bisect
 import os
 import re
 from dataclasses import dataclass, field
@@ -41,10 +48,9 @@ from cdiplatform.ingest.errors import IngestError
 
 __all__ = ["ScanCommand", "SpecFile", "SpecScan", "parse_scan_command"]
 
-# one pass over the bytes finds scan starts, file headers and motor-name blocks
-_MARKS_RE = re.compile(rb"\n#(?:S[ \t]+(\S+)|([FE])[ \t]|(O)0[ \t])")
 _SPLIT_NAMES = re.compile(r"\s{2,}")
 _ABORTED_RE = re.compile(r"abort", re.IGNORECASE)
+_TAIL_BYTES = 65536
 
 #: scan commands whose arguments are ``motor start stop [motor start stop ...] intervals time``
 _MOTOR_SCANS = {
@@ -153,15 +159,16 @@ class SpecScan:
         Every other header line of the scan by its key without ``#``
         (``"UIMR5": "0 256 0 256 1"``, ``"Q": ...``); the first one wins.
     comments : tuple of str
-        ``#C`` lines inside the scan.
+        ``#C`` lines of the scan (inside its data too).
     aborted : bool
-        A comment says the scan was aborted.
-    skipped_rows : tuple of int
-        File line numbers (1-based) of data rows that could not be read.
+        A comment says the scan was aborted, or the next scan began before
+        this one had its planned points.
+    last : bool
+        No scan follows this one in the file (as it was when read).
     path : str
         The SPEC file.
-    line : int
-        File line number (1-based) of the ``#S`` line.
+    index : int
+        Position of the scan in the file, 0-based.
     """
 
     number: int
@@ -176,9 +183,9 @@ class SpecScan:
     header: dict[str, str]
     comments: tuple[str, ...] = ()
     aborted: bool = False
-    skipped_rows: tuple[int, ...] = ()
+    last: bool = False
     path: str = ""
-    line: int = 0
+    index: int = 0
     parsed_command: ScanCommand = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -199,6 +206,24 @@ class SpecScan:
     def n_points(self) -> int:
         """Number of data rows read."""
         return len(next(iter(self.data.values()))) if self.data else 0
+
+    @property
+    def planned_points(self) -> int | None:
+        """Points the scan command asked for, None for a command not understood."""
+        return self.parsed_command.n_points
+
+    @property
+    def incomplete(self) -> bool:
+        """The last scan of the file, still short of its planned points, not aborted.
+
+        A scan still being recorded (or one whose recording stopped without a
+        word): a scan followed by another one, an aborted scan and a scan with
+        all its planned points are not incomplete.
+        """
+        if not self.last or self.aborted:
+            return False
+        planned = self.planned_points
+        return planned is None or self.n_points < planned
 
     @property
     def date_iso(self) -> str | None:
@@ -239,27 +264,27 @@ class SpecScan:
                           path=self.path, scan=self.scan_id)
 
 
-@dataclass(frozen=True)
-class _Entry:
-    number: int
-    occurrence: int
-    start: int  # byte offset of the #S line
-    stop: int  # byte offset where the scan ends
-    line: int
-
-
 class SpecFile:
-    """A SPEC file, indexed once; scans are parsed when asked for.
+    """A SPEC file, indexed once by silx; scans are parsed when asked for.
 
     Parameters
     ----------
     path : str or os.PathLike
-        The SPEC file.
+        The SPEC file. It may still be being written: its last line may lack
+        its newline and its last scan its last points (see
+        :attr:`SpecScan.incomplete`).
 
     Raises
     ------
     IngestError
-        If the file is missing, empty or holds no ``#S`` line.
+        If the file is missing, empty, unreadable or holds no ``#S`` line.
+
+    Notes
+    -----
+    The file stays open until :meth:`close` (or the end of a ``with``
+    block); a pickled SpecFile reopens the file when unpickled. Use one
+    SpecFile per thread (silx's reader keeps a file position);
+    :func:`~cdiplatform.ingest.read_scan` given a path opens its own.
 
     Examples
     --------
@@ -270,67 +295,91 @@ class SpecFile:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self._open()
+
+    # -- opening -----------------------------------------------------------------------
+    def _open(self) -> None:
+        from silx.io.specfile import SpecFile as SilxSpecFile
+
+        for attempt in range(3):  # the file may grow while it is opened: retry until it holds still
+            size_before, partial = self._tail()
+            try:
+                self._sf = SilxSpecFile(str(self.path))
+            except Exception as exc:  # silx raises its own SfError types
+                raise IngestError(f"SPEC file is not readable ({type(exc).__name__}: {exc})",
+                                  path=self.path) from None
+            if self.path.stat().st_size == size_before or attempt == 2:
+                break  # (a file still growing after 3 tries: its last scan reads as incomplete)
+            self._sf.close()
+        self._partial_row = partial
+        numbers = [int(n) for n in self._sf.list()]
+        if not numbers:
+            self._sf.close()
+            raise IngestError("no scan (#S line) in SPEC file", path=self.path)
+        orders: dict[int, int] = {}
+        self._entries: list[tuple[int, int]] = []
+        for number in numbers:
+            orders[number] = orders.get(number, 0) + 1
+            self._entries.append((number, orders[number]))
+        self._counts = orders
+        self._by_key = {self._key(n, o): i for i, (n, o) in enumerate(self._entries)}
+
+    def _tail(self) -> tuple[int, bytes | None]:
+        """File size, and the unterminated last line when it is a (partial) data row."""
         try:
-            self._raw = self.path.read_bytes()
+            size = self.path.stat().st_size
+            if self.path.is_dir():
+                raise IngestError("expected a SPEC file, found a directory", path=self.path)
+            with open(self.path, "rb") as fh:
+                fh.seek(max(0, size - _TAIL_BYTES))
+                tail = fh.read()
         except FileNotFoundError:
             raise IngestError("SPEC file not found", path=self.path) from None
-        except IsADirectoryError:
-            raise IngestError("expected a SPEC file, found a directory", path=self.path) from None
-        if not self._raw.strip():
+        if size <= _TAIL_BYTES and not tail.strip():
             raise IngestError("SPEC file is empty", path=self.path)
-        self._index()
+        if tail.endswith(b"\n"):
+            return size, None
+        last_line = tail.rsplit(b"\n", 1)[-1].strip()
+        if not last_line or last_line.startswith((b"#", b"@")):
+            return size, None
+        return size, last_line
 
-    # -- index -------------------------------------------------------------------------
-    def _index(self) -> None:
-        raw = b"\n" + self._raw  # offsets below are into self._raw (the newline is index -1)
-        scan_starts: list[tuple[int, bytes]] = []
-        header_starts: list[int] = []
-        self._motor_blocks = []
-        for m in _MARKS_RE.finditer(raw):
-            start = m.start()  # the newline before the mark in `raw` == the mark in self._raw
-            if m.group(1) is not None:
-                scan_starts.append((start, m.group(1)))
-            elif m.group(2) is not None:
-                header_starts.append(start)
-            else:
-                self._motor_blocks.append(start)
-        raw = self._raw
-        if not scan_starts:
-            raise IngestError("no scan (#S line) in SPEC file", path=self.path)
-        self._motor_cache: dict[int, tuple[list[list[str]], list[list[str]]]] = {}
-        boundaries = sorted({s for s, _ in scan_starts} | set(header_starts) | {len(raw)})
-        entries: list[_Entry] = []
-        seen: dict[int, int] = {}
-        # line numbers: count newlines incrementally
-        line, pos = 1, 0
-        for start, token in scan_starts:
-            line += raw.count(b"\n", pos, start)
-            pos = start
-            try:
-                number = int(float(token))
-            except ValueError:
-                continue  # a '#S' line without a number is not a scan
-            stop = boundaries[bisect.bisect_right(boundaries, start)]
-            seen[number] = seen.get(number, 0) + 1
-            entries.append(_Entry(number, seen[number], start, stop, line))
-        self._entries = entries
-        self._by_key = {self._key(e): e for e in entries}
-        self._counts = seen
+    def close(self) -> None:
+        """Close the file (silx keeps it open for reading scans)."""
+        self._sf.close()
 
-    @staticmethod
-    def _key(entry: _Entry) -> str:
-        return str(entry.number) if entry.occurrence == 1 else f"{entry.number}.{entry.occurrence}"
+    def __enter__(self) -> SpecFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path = state["path"]
+        self._open()
 
     # -- mapping-like interface --------------------------------------------------------
+    @staticmethod
+    def _key(number: int, occurrence: int) -> str:
+        return str(number) if occurrence == 1 else f"{number}.{occurrence}"
+
     @property
     def keys(self) -> list[str]:
         """Scan keys in file order: ``"54"``, or ``"54.2"`` for a repeated number."""
-        return [self._key(e) for e in self._entries]
+        return [self._key(n, o) for n, o in self._entries]
 
     @property
     def numbers(self) -> list[int]:
         """Scan numbers in file order (repeated numbers appear repeatedly)."""
-        return [e.number for e in self._entries]
+        return [n for n, _ in self._entries]
+
+    @property
+    def ends_mid_line(self) -> bool:
+        """The file's last data row lacks its newline (the file is being written)."""
+        return self._partial_row is not None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -339,7 +388,9 @@ class SpecFile:
         return (self.scan(k) for k in self.keys)
 
     def __contains__(self, scan: object) -> bool:
-        return str(scan) in self._by_key or (isinstance(scan, int) and scan in self._counts)
+        key = str(scan).strip()
+        key = key[:-2] if key.endswith(".1") else key
+        return key in self._by_key or (isinstance(scan, int) and scan in self._counts)
 
     def __getitem__(self, scan: int | str) -> SpecScan:
         return self.scan(scan)
@@ -347,14 +398,13 @@ class SpecFile:
     def __repr__(self) -> str:
         return f"SpecFile({str(self.path)!r}, {len(self)} scans)"
 
-    def _entry(self, scan: int | str) -> _Entry:
+    def _index(self, scan: int | str) -> int:
         key = str(scan).strip()
         if isinstance(scan, int) or key.isdigit():
             number = int(key)
             count = self._counts.get(number, 0)
             if count > 1:
-                keys = ", ".join(repr(f"{number}.{i}") if i > 1 else repr(str(number))
-                                 for i in range(1, count + 1))
+                keys = ", ".join(repr(self._key(number, i)) for i in range(1, count + 1))
                 raise IngestError(
                     f"scan number {number} appears {count} times in the SPEC file; ask for one of {keys} "
                     f"(\"{number}.1\" is the first)", path=self.path, scan=number)
@@ -363,39 +413,11 @@ class SpecFile:
             key = key[:-2]
         if key not in self._by_key:
             numbers = self.numbers
-            span = f"{min(numbers)}..{max(numbers)}" if numbers else "none"
-            raise IngestError(f"scan not in SPEC file ({len(numbers)} scans, numbers {span})",
-                              path=self.path, scan=scan)
+            raise IngestError(f"scan not in SPEC file ({len(numbers)} scans, numbers "
+                              f"{min(numbers)}..{max(numbers)})", path=self.path, scan=scan)
         return self._by_key[key]
 
     # -- parsing -----------------------------------------------------------------------
-    def _motor_names(self, offset: int) -> tuple[list[list[str]], list[list[str]]]:
-        """``#O`` names and ``#o`` mnemonics of the last file header before ``offset``."""
-        i = bisect.bisect_right(self._motor_blocks, offset) - 1
-        if i < 0:
-            return [], []
-        if i not in self._motor_cache:
-            start = self._motor_blocks[i]
-            names: dict[int, list[str]] = {}
-            mnes: dict[int, list[str]] = {}
-            for line in self._raw[start:start + 65536].decode("latin-1").splitlines():
-                if not line.startswith("#"):
-                    if line.strip():
-                        break
-                    continue
-                tag, _, rest = line.partition(" ")
-                if re.fullmatch(r"#O\d+", tag):
-                    names[int(tag[2:])] = [n for n in _SPLIT_NAMES.split(rest.strip()) if n]
-                elif re.fullmatch(r"#o\d+", tag):
-                    mnes[int(tag[2:])] = rest.split()
-                elif tag.startswith("#S"):
-                    break
-            self._motor_cache[i] = (
-                [names[k] for k in sorted(names)],
-                [mnes[k] for k in sorted(mnes)],
-            )
-        return self._motor_cache[i]
-
     def scan(self, scan: int | str) -> SpecScan:
         """Parse one scan.
 
@@ -408,132 +430,102 @@ class SpecFile:
         Raises
         ------
         IngestError
-            If the scan is not in the file, its number is ambiguous, or it
-            has data rows but no ``#L`` labels.
+            If the scan is not in the file, its number is ambiguous, it has
+            data rows but no ``#L`` labels, or its data rows do not have one
+            value per label.
         """
-        entry = self._entry(scan)
-        key = self._key(entry)
-        text = self._raw[entry.start:entry.stop].decode("latin-1")
-        lines = text.splitlines()
-        first = lines[0][2:].strip()
-        command = first.split(None, 1)[1].strip() if len(first.split(None, 1)) > 1 else ""
+        index = self._index(scan)
+        number, occurrence = self._entries[index]
+        scan_id = number if occurrence == 1 else self._key(number, occurrence)
+        silx_scan = self._sf[index]
+        last = index == len(self._entries) - 1
 
-        names, mnes = self._motor_names(entry.start)
-        positions: dict[int, list[float]] = {}
         header: dict[str, str] = {}
         comments: list[str] = []
-        labels: list[str] | None = None
-        rows: list[list[float]] = []
-        raw_rows: list[tuple[int, list[str]]] = []
-        label_line: str | None = None
-        skipped: list[int] = []
-        date = None
+        label_line = None
+        for line in silx_scan.scan_header:
+            tag, _, rest = line.partition(" ")
+            rest = rest.strip()
+            if tag == "#C":
+                comments.append(rest)
+            elif tag == "#L":
+                label_line = rest
+            else:
+                header.setdefault(tag[1:], rest)
+        command = header.pop("S", "").partition(" ")[2].strip()
+        date = header.pop("D", None)
         count_time = None
-        n_declared = None
-        for offset, line in enumerate(lines[1:], start=1):
-            stripped = line.strip()
-            if not stripped or stripped.startswith("@"):
-                continue  # blank lines, MCA data
-            if stripped.startswith("#"):
-                tag, _, rest = stripped.partition(" ")
-                rest = rest.strip()
-                key_name = tag[1:]
-                if key_name == "L":
-                    labels = [lab for lab in _SPLIT_NAMES.split(rest) if lab]
-                    label_line = rest
-                elif key_name == "C":
-                    comments.append(rest)
-                elif key_name == "D" and date is None:
-                    date = rest
-                elif key_name == "T" and count_time is None:
-                    try:
-                        count_time = float(rest.split()[0])
-                    except (ValueError, IndexError):
-                        pass
-                elif key_name == "N":
-                    try:
-                        n_declared = int(rest.split()[0])
-                    except (ValueError, IndexError):
-                        pass
-                elif re.fullmatch(r"P\d+", key_name):
-                    vals = []
-                    for word in rest.split():
-                        try:
-                            vals.append(float(word))
-                        except ValueError:
-                            vals.append(float("nan"))
-                    positions[int(key_name[1:])] = vals
-                else:
-                    header.setdefault(key_name, rest)
-                continue
-            # a data row
-            if labels is None:
-                skipped.append(entry.line + offset)
-                continue
-            raw_rows.append((entry.line + offset, stripped.split()))
+        try:
+            count_time = float(header.get("T", "").split()[0])
+        except (ValueError, IndexError):
+            pass
+        for key in [k for k in header if re.fullmatch(r"P\d+", k)]:
+            del header[key]
 
-        if labels is not None and raw_rows and label_line is not None:
-            # old files separate labels by single spaces: if no row fits the two-space
-            # labels but rows fit the single-space ones, use those
-            single = label_line.split()
-            if (len(single) != len(labels)
-                    and not any(len(w) == len(labels) for _, w in raw_rows)
-                    and any(len(w) == len(single) for _, w in raw_rows)):
-                labels = single
-        for line_no, words in raw_rows:
-            if len(words) != len(labels):
-                skipped.append(line_no)
-                continue
+        table = np.asarray(silx_scan.data, dtype=np.float64).T  # silx: (column, point)
+        if table.ndim != 2:
+            table = np.zeros((0, 0))
+        if last and self._partial_row is not None and len(table):
+            # silx kept an unterminated last line (one ending in a space): not a finished row
             try:
-                rows.append([float(w) for w in words])
+                values = np.array([float(w) for w in self._partial_row.split()])
             except ValueError:
-                skipped.append(line_no)
-
-        if labels is None and skipped:
-            raise IngestError("data rows without a #L line of column labels",
-                              path=self.path, scan=entry.number if entry.occurrence == 1 else key)
-        labels = labels or []
-        if n_declared is not None and labels and n_declared != len(labels):
-            comments.append(f"(reader) #N {n_declared} differs from {len(labels)} #L labels")
-        table = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(labels))
-        data = {lab: np.ascontiguousarray(table[:, i]) for i, lab in enumerate(labels)}
-        if len(set(labels)) != len(labels):  # duplicate labels: keep the first, name the others
-            data = {}
-            for i, lab in enumerate(labels):
-                name = lab if lab not in data else f"{lab}_{i}"
-                data[name] = np.ascontiguousarray(table[:, i])
-            labels = list(data)
-
-        motors: dict[str, float] = {}
-        for block, vals in positions.items():
-            block_names = names[block] if block < len(names) else []
-            for j, val in enumerate(vals):
-                name = block_names[j] if j < len(block_names) else f"P{block}[{j}]"
-                motors[name] = val
-        mnemonics: dict[str, str] = {}
-        for block, block_mnes in enumerate(mnes):
-            block_names = names[block] if block < len(names) else []
-            for mne, name in zip(block_mnes, block_names):
-                mnemonics[mne] = name
-
+                values = None
+            if values is not None and values.shape == table[-1].shape and np.array_equal(values, table[-1]):
+                table = table[:-1]
+        if len(table):
+            labels = self._labels(label_line, table.shape[1], scan_id)
+        else:  # no data rows (yet)
+            labels = tuple(lab for lab in _SPLIT_NAMES.split(label_line or "") if lab)
+            table = np.zeros((0, len(labels)))
+        data: dict[str, np.ndarray] = {}
+        for i, label in enumerate(labels):  # duplicate labels: keep the first, name the others
+            data[label if label not in data else f"{label}_{i}"] = np.ascontiguousarray(table[:, i])
         parsed = parse_scan_command(command)
-        if count_time is None:
-            count_time = parsed.count_time
+        cut_short = not last and parsed.n_points is not None and len(table) < parsed.n_points
         return SpecScan(
-            number=entry.number,
-            occurrence=entry.occurrence,
+            number=number,
+            occurrence=occurrence,
             command=command,
             date=date,
-            count_time=count_time,
-            motors=motors,
-            mnemonics=mnemonics,
-            labels=tuple(labels),
+            count_time=count_time if count_time is not None else parsed.count_time,
+            motors={name.strip(): float(value)
+                    for name, value in zip(silx_scan.motor_names, silx_scan.motor_positions)},
+            mnemonics=self._mnemonics(silx_scan.file_header),
+            labels=tuple(data),
             data=data,
             header=header,
             comments=tuple(comments),
-            aborted=any(_ABORTED_RE.search(c) for c in comments),
-            skipped_rows=tuple(skipped),
+            aborted=cut_short or any(_ABORTED_RE.search(c) for c in comments),
+            last=last,
             path=str(self.path),
-            line=entry.line,
+            index=index,
             parsed_command=parsed,
         )
+
+    def _labels(self, label_line: str | None, n_columns: int, scan_id) -> tuple[str, ...]:
+        """The ``#L`` labels of a scan whose data rows have ``n_columns`` values."""
+        if label_line is None:
+            raise IngestError("data rows without a #L line of column labels", path=self.path, scan=scan_id)
+        labels = [lab for lab in _SPLIT_NAMES.split(label_line) if lab]
+        if len(labels) == n_columns:
+            return tuple(labels)
+        single = label_line.split()  # old files separate labels by single spaces
+        if len(single) == n_columns:
+            return tuple(single)
+        raise IngestError(f"the data rows have {n_columns} values but #L names {len(labels)} columns "
+                          "(a bad first data row?)", path=self.path, scan=scan_id)
+
+    @staticmethod
+    def _mnemonics(file_header: list[str]) -> dict[str, str]:
+        """Mnemonic to motor name, from the ``#O``/``#o`` lines of a file header."""
+        names: dict[str, list[str]] = {}
+        mnes: dict[str, list[str]] = {}
+        for line in file_header:
+            tag, _, rest = line.partition(" ")
+            if re.fullmatch(r"#O\d+", tag):
+                names[tag[2:]] = [n for n in _SPLIT_NAMES.split(rest.strip()) if n]
+            elif re.fullmatch(r"#o\d+", tag):
+                mnes[tag[2:]] = rest.split()
+        return {mne: name for block, block_mnes in mnes.items()
+                for mne, name in zip(block_mnes, names.get(block, []))}

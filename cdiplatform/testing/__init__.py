@@ -10,6 +10,8 @@
 - :mod:`cdiplatform.testing.stages`: small stages for runner tests;
 - :mod:`cdiplatform.testing.cohere_preprocessing`: the peer's preprocessing
   of scan 54, an oracle for phasing benchmarks.
+- :mod:`cdiplatform.testing.beamtime` writes a synthetic beamtime as a real one (SPEC file,
+  TIFF frames, fields).
 """
 
 from cdiplatform.testing.require import in_ci, require

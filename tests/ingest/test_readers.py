@@ -35,22 +35,38 @@ def test_read_frames_fast_and_tifffile_agree(tmp_path, dtype):
     import tifffile
 
     files = _series(tmp_path, dtype=dtype)
-    fast = read_frames(files, scan=1)
-    slow = read_frames(files, scan=1, fast=False)
     expected = np.stack([tifffile.imread(f) for f in files])
-    assert fast.dtype == dtype and fast.shape == (5, 6, 7)
-    np.testing.assert_array_equal(fast, expected)
-    np.testing.assert_array_equal(slow, expected)
+    for fast in (True, False):
+        frames = read_frames(files, scan=1, fast=fast)
+        assert frames.dtype == dtype and frames.shape == (5, 6, 7)
+        np.testing.assert_array_equal(frames, expected)
 
 
-def test_fast_path_falls_back_for_a_differently_laid_out_file(tmp_path):
+@pytest.mark.parametrize("fast", [True, False])
+def test_frames_of_other_layouts_and_a_safely_castable_dtype(tmp_path, fast):
     import tifffile
 
     files = _series(tmp_path, n=3)
     odd = np.full((6, 7), 9, dtype=np.int32)
     tifffile.imwrite(files[1], odd, compression="zlib")  # same shape, other layout
-    out = read_frames(files)
+    tifffile.imwrite(files[2], np.full((6, 7), 4, dtype=np.uint16))  # fits int32
+    out = read_frames(files, fast=fast)  # the fast path falls back to tifffile for them
     np.testing.assert_array_equal(out[1], odd)
+    np.testing.assert_array_equal(out[2], 4)
+    tifffile.imwrite(files[2], np.full((6, 7), 0.5, dtype=np.float64))
+    with pytest.raises(IngestError, match="dtype float64") as info:
+        read_frames(files, scan=2, fast=fast)
+    assert info.value.path == str(files[2])
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_frames_without_signal_are_refused(tmp_path, fast):
+    files = [_write(tmp_path / f"f_{i:03d}.tif", np.zeros((6, 7), np.int32)) for i in range(3)]
+    with pytest.raises(IngestError, match="no signal.*3 frames.*f_000.tif to f_002.tif") as info:
+        read_frames(files, scan=54, fast=fast)
+    assert info.value.scan == 54 and "scan 54" in str(info.value)
+    _write(files[1], np.eye(6, 7, dtype=np.int32))  # one count is signal
+    assert read_frames(files, scan=54).sum() == 6
 
 
 def _truncate(path: Path) -> None:
@@ -207,7 +223,10 @@ def test_hdf5_without_dataset(tmp_path, cube):
 
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_bytes(b""), "empty"),
-    (lambda p: p.write_bytes(b"garbage" * 5), "not readable"),
+    (lambda p: p.write_bytes(b"garbage" * 5), "not a NumPy .npy file"),
+    (lambda p: p.write_text("1 2 3\n4 5 6\n"), "not a NumPy .npy file: it starts with b'1 2 3"),
+    (lambda p: p.write_bytes(b"\x93NUMPY\x01\x00garbage"), "not readable"),
+    (lambda p: np.save(p, np.zeros((2, 2, 2))), "no signal"),
     (lambda p: np.save(p, np.full((2, 2, 2), np.nan)), "NaN"),
     (lambda p: np.save(p, -np.ones((2, 2, 2))), "negative"),
     (lambda p: np.save(p, np.ones((2, 2, 2), complex)), "complex|dtype"),
@@ -220,6 +239,34 @@ def test_bad_npy(tmp_path, make, message):
     with pytest.raises(IngestError, match=message) as info:
         read_intensity(path)
     assert info.value.path == str(path)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5"])
+def test_intensity_without_signal_names_file_and_scan(tmp_path, suffix):
+    path = tmp_path / f"zero{suffix}"
+    if suffix == ".npz":
+        np.savez(path, data=np.zeros((3, 4, 5), np.float32))
+    else:
+        import h5py
+
+        with h5py.File(path, "w") as h5:
+            h5.create_dataset("/entry_1/data_1/data", data=np.zeros((3, 4, 5), np.uint32))
+    with pytest.raises(IngestError, match="no signal: intensity of shape \\(3, 4, 5\\) is 0") as info:
+        read_intensity(path, scan=12)
+    assert info.value.path == str(path) and info.value.scan == 12
+
+
+def test_text_file_named_npz(tmp_path):
+    path = tmp_path / "notes.npz"
+    path.write_text("not an archive")
+    with pytest.raises(IngestError, match="not a NumPy .npz file"):
+        read_intensity(path)
+
+
+def test_all_zero_npy_dark_field_is_accepted(tmp_path):
+    path = tmp_path / "dark.npy"
+    np.save(path, np.zeros((4, 4)))
+    assert not read_field(path, kind="dark").any()
 
 
 def test_npz_without_the_array(tmp_path):

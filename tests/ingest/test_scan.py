@@ -103,3 +103,26 @@ def test_peer_amplitude_layout_padding_and_centre(beamtime, layout):
     shift = np.array(record["roll"])[[2, 1, 0]] if layout == "peer" else np.array(record["roll"])
     back = np.roll(ours, -shift, axis=(0, 1, 2))
     assert not back[:, 1, 1].any() and not back[:, 2, 2].any()
+
+
+def test_scan_without_signal_is_refused_where_it_enters(beamtime):
+    write_frames(beamtime.root, beamtime.pattern, 1, np.zeros((6, 8, 10), np.int32))
+    with pytest.raises(IngestError, match="no signal") as info:
+        read_scan(beamtime.spec, 1, beamtime.pattern, dark=beamtime.dark, flat=beamtime.white)
+    assert info.value.scan == 1 and "scan_S0001_00000.tif" in str(info.value)
+
+
+def test_aborted_scan_leaves_out_the_frame_of_the_point_being_counted(beamtime):
+    write_frames(beamtime.root, beamtime.pattern, 3, frame_stack(5, 9))  # 4 rows, 5 frames
+    raw = read_scan(beamtime.spec, 3, beamtime.pattern)
+    assert raw.aborted and raw.n_frames == 4 and len(raw.sources["frames"]) == 4
+
+
+def test_scan_still_being_recorded_is_refused_unless_asked(beamtime):
+    text = beamtime.spec.read_text().replace("#C Tue Feb 04 14:50:34 2020.  Scan aborted after 4 points.\n", "")
+    beamtime.spec.write_text(text)  # scan 3: 4 of 10 points, last in the file, no abort comment
+    with pytest.raises(IngestError, match="still being recorded: 4 of 10 points") as info:
+        read_scan(beamtime.spec, 3, beamtime.pattern)
+    assert info.value.scan == 3
+    raw = read_scan(beamtime.spec, 3, beamtime.pattern, allow_incomplete=True)
+    assert raw.n_frames == 4 and not raw.aborted
