@@ -102,6 +102,7 @@ def postprocess_scans(
     margin: int = 2,
     lattice_constant: float | None = None,
     hkl: Sequence[int] | None = None,
+    grid: OrthogonalGrid | None = None,
 ) -> PostprocessResult:
     """Bring reconstructions from their conjugate grids onto one orthogonal grid.
 
@@ -128,6 +129,10 @@ def postprocess_scans(
         Empty voxels around the largest support.
     lattice_constant, hkl : optional
         Reference cubic lattice (angstrom) and reflection: adds the absolute strain.
+    grid : OrthogonalGrid, optional
+        A grid fixed beforehand (a stage that works in chunks of scans makes it
+        once from all supports with :func:`~.orthogonal.orthogonal_grid`);
+        then ``frame``, ``voxel_nm`` and ``margin`` are not used.
 
     Returns
     -------
@@ -152,7 +157,9 @@ def postprocess_scans(
         raise ValueError(f"q_step must be (3, 3) or ({n_scans}, 3, 3) and q_peak (3,) or ({n_scans}, 3); "
                          f"got {steps.shape} and {peaks.shape}")
 
-    grid = orthogonal_grid(sup, steps, frame=frame, q_peak=peaks, voxel_nm=voxel_nm, margin=margin)
+    if grid is None:
+        grid = orthogonal_grid(sup, steps, frame=frame, q_peak=peaks, voxel_nm=voxel_nm, margin=margin)
+    frame = grid.frame
     field = to_orthogonal(c, steps, grid, q_peak=peaks)
     sup_o = to_orthogonal(sup, steps, grid, q_peak=peaks)
     amp = np.abs(field)
