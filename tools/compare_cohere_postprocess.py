@@ -117,7 +117,7 @@ def _read_cohere(viz: Path) -> dict:
     r3 = vtk.vtkXMLUnstructuredGridReader()
     r3.SetFileName(str(viz / "KiKfQ.vtu"))
     r3.Update()
-    q, ki, kf = vtk_to_numpy(r3.GetOutput().GetPointData().GetArray("vectors"))
+    q = vtk_to_numpy(r3.GetOutput().GetPointData().GetArray("vectors"))[0]  # Q, ki, kf
     return {"points": pts, "arrays": arrays, "steps_nm": steps, "interp": interp,
             "interp_spacing": np.array(im.GetSpacing()), "interp_origin": np.array(im.GetOrigin()),
             "Q": q}
@@ -149,8 +149,8 @@ def _run_cohere(work: Path, venv: Path, obj: np.ndarray, support: np.ndarray, in
     np.save(ws / "results_phasing" / "support.npy", support.transpose(2, 1, 0).astype(np.float32))
     np.save(work / "intensity_peer.npy", intensity.transpose(2, 1, 0).astype(np.float32))
     subprocess.run([str(venv / "bin" / "python"), "-c",
-                    "import numpy as np, cohere_core.utilities as ut, sys; "
-                    "ut.save_tif(np.load(sys.argv[1]), sys.argv[2])",
+                    ("import numpy as np, cohere_core.utilities as ut, sys; "
+                     "ut.save_tif(np.load(sys.argv[1]), sys.argv[2])"),
                     str(work / "intensity_peer.npy"), str(ws / "phasing_data" / "data.tif")], check=True, env=env)
     subprocess.run([str(venv / "bin" / "beamline_postprocess"), str(ws)], check=True, env=env, cwd=work)
     return ws / "results_viz"

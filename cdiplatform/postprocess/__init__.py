@@ -10,6 +10,7 @@ from cdiplatform.postprocess.export import write_cxi, write_vti
 from cdiplatform.postprocess.orthogonal import (
     FRAMES,
     OrthogonalGrid,
+    conjugate_positions,
     frame_rotation,
     orthogonal_grid,
     real_space_basis,
@@ -38,6 +39,7 @@ __all__ = [
     "PostprocessResult",
     "ResolutionCurve",
     "binomial_split",
+    "conjugate_positions",
     "displacement_from_phase",
     "fourier_shell_correlation",
     "frame_rotation",

@@ -165,8 +165,10 @@ def postprocess_scans(
     amp = np.abs(field)
     peak_amp = np.where(sup_o, amp, 0).reshape(n_scans, -1).max(axis=1)
     sup_o &= amp >= amplitude_threshold * peak_amp.reshape(-1, 1, 1, 1)
-    if not sup_o.reshape(n_scans, -1).any(axis=1).all():
-        raise ValueError("a scan's support is empty on the orthogonal grid (amplitude_threshold too high?)")
+    empty = ~sup_o.reshape(n_scans, -1).any(axis=1)
+    if empty.any():
+        raise ValueError(f"the support of scan(s) {np.nonzero(empty)[0].tolist()} is empty on the orthogonal "
+                         f"grid (outside it, or amplitude_threshold {amplitude_threshold} too high)")
 
     coords = (grid.z, grid.y, grid.x)
     phase = unwrap_phase_in_support(np.angle(field), sup_o)

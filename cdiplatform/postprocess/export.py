@@ -187,7 +187,7 @@ def write_cxi(
     obj = (np.asarray(amplitude, dtype=np.float64) * np.exp(1j * np.asarray(phase, dtype=np.float64)))
     mask = np.where(sup, 0, 1).astype(np.uint32)
     size_m = spacing * np.asarray(shape) * _M_PER_NM
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     with h5py.File(path, "w") as f:
         f.create_dataset("cxi_version", data=150)
         entry = f.create_group("entry_1")

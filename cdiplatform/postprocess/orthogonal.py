@@ -43,6 +43,7 @@ import numpy as np
 __all__ = [
     "FRAMES",
     "OrthogonalGrid",
+    "conjugate_positions",
     "frame_rotation",
     "orthogonal_grid",
     "real_space_basis",
@@ -166,8 +167,24 @@ class OrthogonalGrid:
         return np.array([self.z[0], self.y[0], self.x[0]])
 
 
+def conjugate_positions(shape: Sequence[int], q_step, where=None) -> np.ndarray:
+    """Laboratory positions of conjugate-grid voxels: ``(n - N // 2) @ B``.
+
+    Parameters
+    ----------
+    shape : 3 ints, the conjugate grid
+    q_step : array (3, 3), signed q steps (lab, 1/angstrom)
+    where : bool array ``shape``, optional
+        Only these voxels (in C order); all by default.
+
+    Returns
+    -------
+    ndarray ``(M, 3)``, components ``(x, y, z)``, nm.
+    """
+    return _positions(shape, real_space_basis(q_step, shape), where)
+
+
 def _positions(shape: Sequence[int], basis: np.ndarray, where=None) -> np.ndarray:
-    """Lab positions (nm), ``(..., 3)`` components x, y, z, of conjugate-grid voxels (all, or ``where``)."""
     idx = np.argwhere(where) if where is not None else np.indices(shape).reshape(3, -1).T
     centre = np.array([n // 2 for n in shape])
     return (idx - centre) @ basis

@@ -190,12 +190,13 @@ def masked_gradient(values, support, *, spacing: Sequence[float]) -> np.ndarray:
         pad[a] = (1, 1)
         vp = np.pad(v, pad)
         mp = np.pad(sup, pad)
-        sl = lambda lo, hi: tuple(slice(lo, hi) if i == a else slice(None) for i in range(v.ndim))  # noqa: E731
         n = v.shape[a]
-        fwd_ok = sup & mp[sl(2, n + 2)]
-        bwd_ok = sup & mp[sl(0, n)]
-        fwd = (vp[sl(2, n + 2)] - v) / h[ax]
-        bwd = (v - vp[sl(0, n)]) / h[ax]
+        after = tuple(slice(2, n + 2) if i == a else slice(None) for i in range(v.ndim))
+        before = tuple(slice(0, n) if i == a else slice(None) for i in range(v.ndim))
+        fwd_ok = sup & mp[after]
+        bwd_ok = sup & mp[before]
+        fwd = (vp[after] - v) / h[ax]
+        bwd = (v - vp[before]) / h[ax]
         g = np.where(fwd_ok & bwd_ok, 0.5 * (fwd + bwd), np.where(fwd_ok, fwd, np.where(bwd_ok, bwd, 0.0)))
         grad[:, ax] = g
     return grad

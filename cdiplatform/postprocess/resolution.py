@@ -150,20 +150,20 @@ class _Shells:
             cos_axes = np.abs(q @ rot.T) / self.qn[:, None]  # (M, 3) against frame x, y, z
         self.cones = [(cos_axes[:, c] >= cosc) for c in (2, 1, 0)]  # array axes z, y, x
 
-    def reduce(self, num: np.ndarray, den: np.ndarray, where: np.ndarray, *, sqrt_den: bool = False):
+    def sums(self, values: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sums of ``values`` (flat, real or complex) over ``where`` per shell, ``(n,)``, and per cone, ``(3, n)``."""
         n = self.q.size
 
         def binned(sel):
             b = self.bin[sel]
             keep = b >= 0
-            top = np.bincount(b[keep], weights=num[sel][keep], minlength=n)
-            bot = np.bincount(b[keep], weights=den[sel][keep], minlength=n)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return top / (np.sqrt(bot) if sqrt_den else bot)
+            v = values[sel][keep]
+            if np.iscomplexobj(v):
+                return (np.bincount(b[keep], weights=v.real, minlength=n)
+                        + 1j * np.bincount(b[keep], weights=v.imag, minlength=n))
+            return np.bincount(b[keep], weights=v, minlength=n)
 
-        shell = binned(where)
-        axes = np.stack([binned(where & cone) for cone in self.cones])
-        return shell, axes
+        return binned(where), np.stack([binned(where & cone) for cone in self.cones])
 
     def counts(self, where: np.ndarray) -> np.ndarray:
         b = self.bin[where]
@@ -234,7 +234,9 @@ def prtf(
         f_mean = np.abs(far_field(objs[s].mean(axis=0), ndim=3)).ravel()
         a = mag[s].ravel()
         where = meas[s].ravel() & (a > 0)
-        shell, axes = shells.reduce(f_mean, a, where)
+        (top, top_axes), (bottom, bottom_axes) = shells.sums(f_mean, where), shells.sums(a, where)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shell, axes = top / bottom, top_axes / bottom_axes
         thr = np.full(shells.q.size, np.exp(-1.0))
         out.append(_curve("prtf", shells, shell, axes, thr, np.broadcast_to(thr, (3, thr.size))))
     return out
@@ -326,13 +328,12 @@ def fourier_shell_correlation(
         fa = far_field(a[s], ndim=3).ravel()
         fb = far_field(b[s], ndim=3).ravel()
         every = np.ones(fa.shape, dtype=bool)
-        cross_re, axes_re = shells.reduce((fa * np.conj(fb)).real, np.ones(fa.size), every)
-        cross_im, axes_im = shells.reduce((fa * np.conj(fb)).imag, np.ones(fa.size), every)
-        pa, axes_pa = shells.reduce(np.abs(fa) ** 2, np.ones(fa.size), every)
-        pb, axes_pb = shells.reduce(np.abs(fb) ** 2, np.ones(fa.size), every)
+        cross, cross_axes = shells.sums(fa * np.conj(fb), every)
+        pa, pa_axes = shells.sums(np.abs(fa) ** 2, every)
+        pb, pb_axes = shells.sums(np.abs(fb) ** 2, every)
         with np.errstate(invalid="ignore", divide="ignore"):
-            shell = np.hypot(cross_re, cross_im) / np.sqrt(pa * pb)
-            axes = np.hypot(axes_re, axes_im) / np.sqrt(axes_pa * axes_pb)
+            shell = np.abs(cross) / np.sqrt(pa * pb)
+            axes = np.abs(cross_axes) / np.sqrt(pa_axes * pb_axes)
         if threshold == "half-bit":
             thr = _half_bit(shells.counts(every).astype(float))
             thr_axes = np.stack([_half_bit(shells.counts(cone).astype(float)) for cone in shells.cones])

@@ -8,7 +8,7 @@ its (frame, row, column) grid and the q at the grid centre
 (:func:`cdiplatform.ingest.geometry.q_steps`, or :func:`scan_geometry`). The
 object is sampled on the detector-conjugate grid (voxel ``n`` at ``r(n) =
 (n - N // 2) @ B``, ``B`` from
-:func:`cdiplatform.postprocess.orthogonal.real_space_basis`) by trilinear
+:func:`cdiplatform.postprocess.orthogonal.conjugate_positions`) by trilinear
 interpolation of the density and of the displacement (never of a wrapped
 phase), given the Bragg phase ``phi = -G . u`` with ``G = q_peak``, and
 transformed with the platform's far field: ``I = |far_field(rho exp(i phi))|**2``.
@@ -131,7 +131,7 @@ def detector_frame_object(
     """
     from scipy.ndimage import map_coordinates
 
-    from cdiplatform.postprocess.orthogonal import _positions, real_space_basis
+    from cdiplatform.postprocess.orthogonal import conjugate_positions
 
     rho = np.asarray(density, dtype=np.float64)
     if rho.ndim != 4:
@@ -150,8 +150,7 @@ def detector_frame_object(
     if g.shape != (3,) or not np.linalg.norm(g) > 0:
         raise ValueError(f"q_peak must be a non-zero 3-vector, got {np.asarray(q_peak).tolist()}")
     det_shape = tuple(int(n) for n in shape)
-    basis = real_space_basis(q_step, det_shape)
-    idx = _lab_grid_index(_positions(det_shape, basis), rho.shape[1:], spacing)
+    idx = _lab_grid_index(conjugate_positions(det_shape, q_step), rho.shape[1:], spacing)
     out = np.empty((rho.shape[0],) + det_shape, dtype=np.complex64)
     g_nm = g * _ANGSTROM_PER_NM
     for s in range(rho.shape[0]):

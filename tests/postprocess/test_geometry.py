@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cdiplatform.ingest.geometry import q_steps
-from cdiplatform.postprocess import frame_rotation, real_space_basis, voxel_sizes_nm
+from cdiplatform.postprocess import conjugate_positions, frame_rotation, real_space_basis, voxel_sizes_nm
 
 # scan 54 (SPEC #P0..#P4 and the scan command; README of the shared data)
 SCAN54 = dict(energy_kev=9.0, delta_deg=32.174, gamma_deg=12.6346, rocking_step_deg=0.005, camdist_mm=500.0,
@@ -97,6 +97,13 @@ def test_basis_is_conjugate_and_binning_halves_the_field_of_view():
         b = real_space_basis(geo["q_step"], shape)
         np.testing.assert_allclose(geo["q_step"] @ b.T * 10.0, 2 * np.pi * np.diag(1 / np.array(shape)),
                                    atol=1e-12)
+    # voxel N // 2 at the origin, one step along axis a moves by b_a
+    shape = (8, 6, 4)
+    where = np.zeros(shape, bool)
+    where[4, 3, 2] = where[5, 3, 2] = where[4, 3, 3] = True
+    pos = conjugate_positions(shape, geo["q_step"], where)
+    b = real_space_basis(geo["q_step"], shape)
+    np.testing.assert_allclose(pos, [np.zeros(3), b[2], b[0]], atol=1e-12)
     # binning by 2 along frames with half the frames: same voxel along the other axes, same q range
     full = voxel_sizes_nm(geo["q_step"], (128, 64, 64))
     binned = voxel_sizes_nm(q_steps(**SCAN54, pixel=PEAK_PIXEL, binning=(2, 1, 1))["q_step"], (64, 64, 64))

@@ -49,7 +49,7 @@ def test_unwrapping_2d_batch_and_bad_inputs():
 
 @pytest.mark.parametrize("weights", [None, "amplitude"])
 def test_least_squares_ramp_and_offset(weights):
-    sup, idx = _ball()
+    sup, _ = _ball()
     coords = [np.arange(24) * 2.0 - 24.0] * 3  # nm
     zz, yy, xx = np.meshgrid(*coords, indexing="ij")
     rest = 0.01 * (xx**2 - yy**2)  # has no linear part on a ball centred at 0
