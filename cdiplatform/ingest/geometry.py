@@ -12,6 +12,14 @@ APS 34-ID-C six-circle geometry (sample circles Theta, Chi, Phi about
 ``z``; detector rows along ``y-``, columns along ``x+``; the detector arm
 points at the sensor centre). :func:`q_steps_approx` gives the textbook
 magnitudes without xrayutilities.
+
+Frames. xrayutilities' ``QConversion`` returns q in the *sample* frame (the
+laboratory q rotated back by the sample circles). :func:`q_steps` returns the
+*laboratory* frame by default: the steps as they are for the crystal held at
+the rocking angle of the grid centre, in xrayutilities' lab axes (x, y, z;
+beam along z). Because Theta, the rocking circle, is the outermost sample
+circle, the lab-frame steps do not depend on the sample angles at all
+(``R(th) R(th + dth)^-1 = R_y(-dth)``); the sample frame does.
 """
 
 from __future__ import annotations
@@ -64,7 +72,8 @@ def q_steps_approx(*, energy_kev: float, delta_deg: float, gamma_deg: float, roc
 def q_steps(*, energy_kev: float, delta_deg: float, gamma_deg: float, rocking_step_deg: float,
             camdist_mm: float, pixel_size_m: Sequence[float], sensor_shape: Sequence[int] = (512, 512),
             pixel: Sequence[float] | None = None, sample_angles_deg: Sequence[float] = (0.0, 90.0, 0.0),
-            binning: Sequence[int] = (1, 1, 1), orientation: Sequence[str] = ("y-", "x+")) -> dict:
+            binning: Sequence[int] = (1, 1, 1), orientation: Sequence[str] = ("y-", "x+"),
+            frame: str = "laboratory") -> dict:
     """The q step vectors of the (frame, row, column) grid, with xrayutilities.
 
     Parameters
@@ -85,27 +94,38 @@ def q_steps(*, energy_kev: float, delta_deg: float, gamma_deg: float, rocking_st
         Sensor pixel (row, column) where the steps are evaluated (the Bragg
         peak); default the sensor centre.
     sample_angles_deg : (float, float, float)
-        Theta, Chi, Phi at the scan centre, degrees. The step lengths and
-        angles depend on Theta and Chi only through the rocking axis, which is
-        the outermost circle; the default is fine for the magnitudes.
+        Theta, Chi, Phi at the grid centre, degrees. They matter only for
+        ``frame="sample"``: the laboratory steps do not depend on them (Theta
+        is the outermost circle).
     binning : (int, int, int)
-        Binning factors of the grid (frame, row, column); steps scale with them.
+        Binning factors of the grid (frame, row, column); steps scale with them,
+        and ``q_peak`` moves to the centre of the binned voxel that starts at
+        ``pixel`` (where :func:`~cdiplatform.ingest.prepare.prepare_scan` puts the peak).
     orientation : (str, str)
         Lab directions of increasing row and column (xrayutilities notation).
+    frame : {"laboratory", "sample"}
+        Frame of the returned vectors: xrayutilities' laboratory axes, or the
+        sample frame of its QConversion at ``sample_angles_deg``. Lengths,
+        angles and the handedness (sign of the determinant) are the same.
 
     Returns
     -------
     dict with
-        ``q_step`` : ndarray (3, 3), row ``i`` the q change for one step along
-        grid axis ``i`` (frame, row, column), in 1/angstrom, in the sample
-        frame of xrayutilities' QConversion;
+        ``q_step`` : ndarray (3, 3), row ``i`` the signed q change for one step
+        along grid axis ``i`` (frame, row, column), components (x, y, z), in
+        1/angstrom, in ``frame``;
         ``q_voxel`` : tuple of 3 floats, their lengths;
         ``angles_deg`` : angles between the steps (frame-row, frame-column,
         row-column), 90 for an orthogonal grid;
-        ``q_bragg`` : |Q| at ``pixel``.
+        ``q_bragg`` : |Q| at the grid centre (``|q_peak|``);
+        ``q_peak`` : ndarray (3,), Q at the grid centre (``pixel``, or with
+        binning the centre of its binned voxel) in ``frame``, 1/angstrom;
+        ``frame`` : the frame's name.
     """
     import xrayutilities as xu
 
+    if frame not in ("laboratory", "sample"):
+        raise ValueError(f"frame must be 'laboratory' or 'sample', not {frame!r}")
     qconv = xu.experiment.QConversion(("y+", "z-", "y+"), ("y+", "x-"), (0, 0, 1))
     n1, n2 = int(sensor_shape[0]), int(sensor_shape[1])
     qconv.init_area(orientation[0], orientation[1], cch1=n1 / 2, cch2=n2 / 2, Nch1=n1, Nch2=n2,
@@ -119,7 +139,13 @@ def q_steps(*, energy_kev: float, delta_deg: float, gamma_deg: float, rocking_st
                             en=energy_kev * 1e3, roi=(r0, r0 + 2, c0, c0 + 2))
     q = np.stack([qx, qy, qz], axis=-1)  # (theta, row, column, xyz)
     steps = np.stack([q[1, 0, 0] - q[0, 0, 0], q[0, 1, 0] - q[0, 0, 0], q[0, 0, 1] - q[0, 0, 0]])
-    steps = steps * np.asarray(binning, dtype=float)[:, None]
+    bins = np.asarray(binning, dtype=float)
+    # a binned voxel holds the raw voxels pixel .. pixel + b - 1: its q is their mean
+    peak = q[0, 0, 0] + ((bins - 1) / 2) @ steps
+    steps = steps * bins[:, None]
+    if frame == "laboratory":
+        steps = np.stack([qconv.transformSample2Lab(v, th, chi, phi) for v in steps])
+        peak = qconv.transformSample2Lab(peak, th, chi, phi)
     norms = np.linalg.norm(steps, axis=1)
 
     def angle(a, b):
@@ -129,5 +155,7 @@ def q_steps(*, energy_kev: float, delta_deg: float, gamma_deg: float, rocking_st
         "q_step": steps,
         "q_voxel": tuple(float(v) for v in norms),
         "angles_deg": (angle(steps[0], steps[1]), angle(steps[0], steps[2]), angle(steps[1], steps[2])),
-        "q_bragg": float(np.linalg.norm(q[0, 0, 0])),
+        "q_bragg": float(np.linalg.norm(peak)),
+        "q_peak": np.asarray(peak, dtype=float),
+        "frame": frame,
     }

@@ -291,7 +291,10 @@ class PreparedScan:
     q_voxel : tuple of float
         q step per voxel along (z, y, x), 1/angstrom (after binning).
     q_step : ndarray (3, 3)
-        The q step vectors (rows: z, y, x), 1/angstrom; the grid is sheared.
+        The signed q step vectors (rows: grid axes z, y, x; columns: lab x, y,
+        z components), 1/angstrom, after binning, in xrayutilities' laboratory
+        frame (:func:`~cdiplatform.ingest.geometry.q_steps`); the grid is sheared.
+        ``extra["q_peak"]`` is the q vector at the cube centre (the Bragg peak).
     oversampling : ndarray (3,)
         Oversampling ratio per axis, estimated from the autocorrelation.
     """
@@ -392,7 +395,8 @@ def prepare_scan(
     return PreparedScan(intensity=box.astype(np.float32, copy=False), mask=box_mask, steps=steps,
                         centre_raw=tuple(int(c) for c in centre), q_voxel=geo["q_voxel"],
                         q_step=geo["q_step"], oversampling=sigma,
-                        extra={"q_angles_deg": list(geo["angles_deg"]), "q_bragg": geo["q_bragg"]})
+                        extra={"q_angles_deg": list(geo["angles_deg"]), "q_bragg": geo["q_bragg"],
+                               "q_peak": geo["q_peak"].tolist(), "q_frame": geo["frame"]})
 
 
 def network_input(

@@ -12,6 +12,12 @@ from cdiplatform.simulate.objects2d import (
     zero_pad,
 )
 
+from cdiplatform.simulate.detector_frame import (
+    detector_frame_object,
+    polyhedron_density,
+    scan_geometry,
+    simulate_detector_frame,
+)
 from cdiplatform.simulate.gold import (
     LammpsError,
     bulk_gold,
@@ -25,10 +31,14 @@ __all__ = [
     "Convex2DRecipe",
     "LammpsError",
     "bulk_gold",
+    "detector_frame_object",
     "object_intensity",
+    "polyhedron_density",
     "random_crystal",
     "random_objects_2d",
     "relax_crystal",
+    "scan_geometry",
+    "simulate_detector_frame",
     "simulate_2d",
     "simulate_gold_pair",
     "voxelize_crystal",
