@@ -425,7 +425,9 @@ def network_input(
     -------
     amplitude : ndarray, float32, shape ``(size,)*3``, non-negative, max 1.
     record : dict: per axis the crop ``window`` taken around ``N // 2``, the
-        ``factor`` window/size, the oversampling before and after.
+        ``factor`` window/size, the ``phasing_grid`` (shape of ``intensity``),
+        the oversampling before and after
+        (:meth:`cdiplatform.physics.GridRelation.from_network_input_record` reads it).
 
     Notes
     -----
@@ -457,6 +459,7 @@ def network_input(
         raise ValueError("network input is zero everywhere")
     out /= peak
     record = {"step": "network_input", "size": size, "window": windows,
+              "phasing_grid": [int(n) for n in intensity.shape],
               "factor": [w / size for w in windows],
               "oversampling_before": [float(s) for s in sigma],
               "oversampling_after": [float(s * size / w) for s, w in zip(sigma, windows)],

@@ -31,7 +31,7 @@ try:  # torch is a hard dependency of the package, but physics stays usable with
 except ImportError:  # pragma: no cover
     torch = None
 
-__all__ = ["far_field", "from_far_field", "diffraction_intensity", "centre_index"]
+__all__ = ["centre_index", "diffraction_intensity", "far_field", "from_far_field", "object_intensity"]
 
 ArrayT = TypeVar("ArrayT")
 
@@ -99,6 +99,37 @@ def diffraction_intensity(obj: ArrayT, *, ndim: int | None = None) -> ArrayT:
     axes = _axes(ndim, obj.ndim)
     field = scipy.fft.fftn(obj, axes=axes, norm="ortho", workers=-1)
     return np.fft.fftshift(field.real**2 + field.imag**2, axes=axes)
+
+
+def object_intensity(amplitude: np.ndarray, phase: np.ndarray, *, ndim: int | None = None) -> np.ndarray:
+    """Far-field intensity ``|far_field(amplitude * exp(i phase))|**2`` of objects, in float32.
+
+    Parameters
+    ----------
+    amplitude, phase : ndarray, shape ``(B, N1, ..., Nndim)``
+        Object modulus and phase (radians), centre at ``N // 2``.
+    ndim : int, optional
+        Number of trailing (grid) axes; by default every axis but the first
+        (the ``scan`` axis): 2 for ``(scan, y, x)``, 3 for ``(scan, z, y, x)``.
+
+    Returns
+    -------
+    ndarray of float32, same shape
+        Photon-like intensity, zero frequency at ``N // 2``; with the unitary
+        FFT its sum equals ``sum(amplitude**2)`` (Parseval). The object is
+        built in complex64 from the float32 inputs, so stored float32 truth
+        reproduces its stored intensity exactly.
+    """
+    amplitude = np.asarray(amplitude, dtype=np.float32)
+    phase = np.asarray(phase, dtype=np.float32)
+    if amplitude.shape != phase.shape:
+        raise ValueError(f"amplitude {amplitude.shape} and phase {phase.shape} differ in shape")
+    ndim = amplitude.ndim - 1 if ndim is None else ndim
+    parts = np.empty(amplitude.shape + (2,), dtype=np.float32)
+    np.multiply(amplitude, np.cos(phase), out=parts[..., 0])
+    np.multiply(amplitude, np.sin(phase), out=parts[..., 1])
+    obj = parts.view(np.complex64)[..., 0]
+    return diffraction_intensity(obj, ndim=ndim).astype(np.float32, copy=False)
 
 
 def centre_index(shape: tuple[int, ...]) -> tuple[int, ...]:

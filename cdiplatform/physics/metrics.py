@@ -14,18 +14,23 @@ Against the truth (simulated data; one object at a time, after :func:`align`):
 - :func:`amplitude_error`: mean absolute difference over the grid of the two
   amplitudes, each normalized to a maximum of 1.
 - :func:`phase_error`: RMS of the phase difference, wrapped to (-pi, pi],
-  inside the true support, after removing the best constant offset.
-- :func:`compare_with_truth` aligns and computes both.
+  inside a given support, after removing the best constant offset.
+- :func:`compare_with_truth` aligns and computes both by the rules every
+  method is compared with (:mod:`cdiplatform.physics.compare`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cdiplatform.physics.align import Alignment, align
+from cdiplatform.physics.align import Alignment
 from cdiplatform.physics.fft import far_field
+
+if TYPE_CHECKING:
+    from cdiplatform.physics.compare import Comparison
 
 __all__ = [
     "TruthComparison",
@@ -154,11 +159,12 @@ def phase_error(obj, truth, support) -> float:
 
 @dataclass
 class TruthComparison:
-    """Result of :func:`compare_with_truth`: the two errors and the alignment used."""
+    """Result of :func:`compare_with_truth`: the two errors, the alignment used, the full comparison."""
 
     amplitude_error: float
     phase_error: float
     alignment: Alignment
+    comparison: Comparison
 
 
 def compare_with_truth(
@@ -167,10 +173,15 @@ def compare_with_truth(
     truth_phase,
     *,
     support_threshold: float = 0.1,
-    ramp: bool = False,
     subpixel: bool = True,
 ) -> TruthComparison:
-    """Align a reconstruction on the truth (shift, twin, offset) and compute both errors.
+    """Align a reconstruction on the truth and compute both errors, by the benchmark's rules.
+
+    A shorthand of :func:`cdiplatform.physics.compare.compare_objects` with
+    ``ComparisonRules(support_threshold=..., subpixel=...)`` and the truth
+    ``truth_amplitude * exp(1j * truth_phase)``: twin, sub-pixel shift applied
+    to the smoother of the two, constant phase, no phase ramp; the phase
+    error counts the voxels significant in both objects.
 
     Parameters
     ----------
@@ -178,21 +189,16 @@ def compare_with_truth(
         One reconstruction on the truth's grid.
     truth_amplitude, truth_phase : float arrays, shape ``grid``
     support_threshold : float
-        The true support is ``truth_amplitude > support_threshold * max``.
-    ramp : bool
-        Also remove a linear phase ramp.
+        Supports: amplitude above this fraction of the object's maximum.
     subpixel : bool
-        Align to a fraction of a pixel (default), or to whole pixels, for
-        objects known to share the truth's grid centre: a sub-pixel Fourier
-        shift rings at the support's edge and puts phases of near-zero
-        amplitude into the phase error.
+        Align to a fraction of a voxel (default) or to whole voxels.
     """
+    from cdiplatform.physics.compare import ComparisonRules, compare_objects
+
     ta, tp = _np(truth_amplitude).astype(np.float64), _np(truth_phase).astype(np.float64)
-    truth = ta * np.exp(1j * tp)
-    support = ta > support_threshold * ta.max()
-    al = align(_np(obj).astype(np.complex128), truth, ramp=ramp, weight=support, subpixel=subpixel)
-    return TruthComparison(
-        amplitude_error=amplitude_error(np.abs(al.obj), ta),
-        phase_error=phase_error(al.obj, truth, support),
-        alignment=al,
-    )
+    if not np.any(ta > 0):
+        raise ValueError("the true amplitude is zero everywhere")
+    rules = ComparisonRules(support_threshold=support_threshold, subpixel=subpixel)
+    c = compare_objects(obj, ta * np.exp(1j * tp), rules=rules)
+    al = Alignment(obj=c.obj, twinned=c.twinned, shift=c.shift, ramp=np.zeros(c.shift.shape), offset=c.offset)
+    return TruthComparison(amplitude_error=c.amplitude_error, phase_error=c.phase_error, alignment=al, comparison=c)

@@ -40,7 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cdiplatform.physics.fft import diffraction_intensity
+from cdiplatform.physics.fft import object_intensity
+from cdiplatform.physics.grids import zero_pad
 from cdiplatform.simulate.convex import convex_hull_successors, polygon_area_centroid, rasterize_convex
 from cdiplatform.simulate.phase_fields import grating_gaussian_field, scale_phase
 
@@ -344,73 +345,6 @@ def random_objects_2d(
     amplitude = _random_shapes(cols, size, recipe)
     phase = _random_phases(cols, amplitude > 0, recipe)
     return amplitude, phase
-
-
-def zero_pad(array, *, factor: int = 2, ndim: int = 2):
-    """Zero-pad the last ``ndim`` axes to ``factor`` times their size, keeping the centre.
-
-    The sample at index ``N // 2`` (the object centre of the platform's
-    convention) lands at ``M // 2`` with ``M = factor * N``, so the padded object
-    is still centred and its far field is the original one sampled ``factor``
-    times more finely.
-
-    Parameters
-    ----------
-    array : ndarray or torch.Tensor, shape ``(..., N1, ..., Nndim)``
-        Amplitude, phase or complex object (any dtype; padding is 0).
-    factor : int
-        Padding factor (>= 1).
-    ndim : int
-        Number of trailing axes to pad.
-
-    Returns
-    -------
-    Array of the same kind and dtype, shape ``(..., factor * N1, ..., factor * Nndim)``.
-    """
-    if not isinstance(factor, int | np.integer) or factor < 1:
-        raise ValueError(f"factor must be an integer >= 1, got {factor!r}")
-    shape = tuple(array.shape)
-    if not 1 <= ndim <= len(shape):
-        raise ValueError(f"ndim={ndim} does not fit an array of shape {shape}")
-    lead, grid = shape[: len(shape) - ndim], shape[len(shape) - ndim :]
-    padded = tuple(factor * n for n in grid)
-    where = tuple(slice(m // 2 - n // 2, m // 2 - n // 2 + n) for n, m in zip(grid, padded))
-    if type(array).__module__.startswith("torch"):
-        import torch
-
-        out = torch.zeros(lead + padded, dtype=array.dtype, device=array.device)
-    else:
-        array = np.asarray(array)
-        out = np.zeros(lead + padded, dtype=array.dtype)
-    out[(Ellipsis, *where)] = array
-    return out
-
-
-def object_intensity(amplitude: np.ndarray, phase: np.ndarray, *, ndim: int = 2) -> np.ndarray:
-    """Far-field intensity ``|far_field(amplitude * exp(i phase))|**2`` of objects.
-
-    Parameters
-    ----------
-    amplitude, phase : ndarray, shape ``(B, N1, ..., Nndim)``
-        Object modulus and phase (radians), centre at ``N // 2``.
-    ndim : int
-        Number of trailing (grid) axes.
-
-    Returns
-    -------
-    ndarray of float32, same shape
-        Photon-like intensity, zero frequency at ``N // 2``; with the unitary
-        FFT its sum equals ``sum(amplitude**2)`` (Parseval).
-    """
-    amplitude = np.asarray(amplitude, dtype=np.float32)
-    phase = np.asarray(phase, dtype=np.float32)
-    if amplitude.shape != phase.shape:
-        raise ValueError(f"amplitude {amplitude.shape} and phase {phase.shape} differ in shape")
-    parts = np.empty(amplitude.shape + (2,), dtype=np.float32)
-    np.multiply(amplitude, np.cos(phase), out=parts[..., 0])
-    np.multiply(amplitude, np.sin(phase), out=parts[..., 1])
-    obj = parts.view(np.complex64)[..., 0]
-    return diffraction_intensity(obj, ndim=ndim).astype(np.float32, copy=False)
 
 
 def simulate_2d(
