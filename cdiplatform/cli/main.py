@@ -63,11 +63,13 @@ def run(
     dashboard_address: DashboardOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would run and what is done")] = False,
     new_run: Annotated[bool, typer.Option("--new-run", help="replace outputs written by another run")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="NAME=VALUE: a variable of the job ([job.vars])",
+                                                      metavar="NAME=VALUE")] = None,
 ) -> None:
     """Run (or resume) a job: every stage, on a Dask cluster."""
-    from cdiplatform.pipeline.job import load_job
+    from cdiplatform.pipeline.job import load_job, parse_override
 
-    job = load_job(job_file)
+    job = load_job(job_file, overrides=dict(parse_override(item) for item in set_ or []))
     if dry_run:
         _dry_run(job, catalog)
         return
@@ -111,6 +113,10 @@ def _run(job, *, catalog, cluster, workers, new_run, dashboard_address=None) -> 
     from cdiplatform.pipeline.runner import plan_job, run_job
 
     target = Path(catalog or job.catalog)
+    if target.exists():
+        from cdiplatform.catalog import open_catalog
+
+        open_catalog(target)  # a directory that is not a catalog is refused before anything is written
     plan_job(job, catalog=target)  # every check that can fail before a cluster starts
     say(f"{len(job.stages)} stage(s) into {target}", prefix=f"{job.name}: ", prefix_style="bold")
     reports_dir = target.parent / f"{target.stem}.reports"

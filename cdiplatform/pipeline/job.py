@@ -23,6 +23,7 @@ Every problem is reported as one line naming the file and the key.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from cdiplatform.catalog import CatalogError, check_node_path, is_node_set, node
 from cdiplatform.catalog.provenance import file_sha256
 from cdiplatform.errors import JobError
 from cdiplatform.pipeline.params import build_params, params_to_dict
-from cdiplatform.pipeline.stage import Stage, get_stage
+from cdiplatform.pipeline.stage import SetStage, Stage, get_stage
 
 __all__ = ["Job", "JobError", "NodeRef", "StageSpec", "load_job", "params_to_dict"]
 
@@ -79,6 +80,8 @@ class Job:
     catalog: Path
     stages: list[StageSpec] = field(default_factory=list)
     sha256: str = ""
+    #: the values of the job's variables this run used (``[job.vars]`` and ``--set``)
+    variables: dict[str, Any] = field(default_factory=dict)
 
 
 def _parse_ref(text: Any, *, where: str, base: Path) -> NodeRef:
@@ -141,7 +144,40 @@ def _parse_select(text: Any, *, where: str) -> tuple[int | None, int | None, int
     return values
 
 
-def load_job(path: str | Path, *, root: Path | None = None) -> Job:
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``name=value`` (``--set``): the value read as a TOML value where it is one, else as text."""
+    name, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name.strip()):
+        raise JobError(f"--set {text!r}: expected NAME=VALUE")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return name.strip(), parsed
+
+
+def _substitute(value: Any, variables: dict[str, Any], *, path: Path) -> Any:
+    """``${name}`` in every string of the job, from ``[job.vars]`` and ``--set``."""
+    if isinstance(value, dict):
+        return {k: _substitute(v, variables, path=path) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, variables, path=path) for v in value]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    for name in _VAR.findall(value):
+        if name not in variables:
+            known = ", ".join(sorted(variables)) or "none"
+            raise JobError(f"{path}: ${{{name}}} is not a variable of the job (its [job.vars]: {known})")
+    whole = _VAR.fullmatch(value)
+    if whole:  # the value itself, with its type
+        return variables[whole.group(1)]
+    return _VAR.sub(lambda m: str(variables[m.group(1)]), value)
+
+
+def load_job(path: str | Path, *, root: Path | None = None, overrides: dict[str, Any] | None = None) -> Job:
     """Read and check a job file.
 
     Parameters
@@ -150,6 +186,8 @@ def load_job(path: str | Path, *, root: Path | None = None) -> Job:
         The TOML file.
     root : path, optional
         Folder that relative catalog paths start from; the current directory by default.
+    overrides : dict, optional
+        Values of the job's variables (``[job.vars]``, used as ``${name}``), as ``cdip run --set`` gives them.
     """
     path = Path(path)
     base = Path.cwd() if root is None else Path(root)
@@ -161,6 +199,22 @@ def load_job(path: str | Path, *, root: Path | None = None) -> Job:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise JobError(f"{path}: not valid TOML ({exc})") from None
+    head = doc.get("job")
+    variables = dict(head.get("vars", {})) if isinstance(head, dict) else {}
+    unknown_vars = sorted(set(overrides or {}) - set(variables))
+    if unknown_vars:
+        raise JobError(f"{path}: --set {unknown_vars[0]}: not a variable of the job "
+                       f"(its [job.vars]: {', '.join(sorted(variables)) or 'none'})")
+    variables.update(overrides or {})
+    if isinstance(head, dict):
+        head.pop("vars", None)
+    doc = _substitute(doc, variables, path=path)
+    return job_from_document(doc, path=path, base=base, sha256=file_sha256(path), variables=variables)
+
+
+def job_from_document(doc: dict[str, Any], *, path: Path, base: Path, sha256: str,
+                      variables: dict[str, Any] | None = None) -> Job:
+    """A checked job from a parsed document (a job file's tables; see :func:`load_job`)."""
     unknown = sorted(set(doc) - {"job", "stage"})
     if unknown:
         raise JobError(f"{path}: unknown table {unknown[0]!r} (expected [job] and [[stage]])")
@@ -208,6 +262,9 @@ def load_job(path: str | Path, *, root: Path | None = None) -> Job:
             output = check_node_path(str(table["output"]))
         except CatalogError as exc:
             raise JobError(f"{where}: output: {exc}") from None
+        if is_node_set(output) != issubclass(stage, SetStage):
+            wants = "a node set raw/<beamtime>/*" if issubclass(stage, SetStage) else "one node"
+            raise JobError(f"{where}: output {output!r}: {stage.name} writes {wants}")
         if node_kind(output) != stage.output_kind:
             raise JobError(f"{where}: output {output!r} is a {node_kind(output)} node; "
                            f"{stage.name} writes a {stage.output_kind}")
@@ -216,4 +273,15 @@ def load_job(path: str | Path, *, root: Path | None = None) -> Job:
         outputs.add(output)
         select = _parse_select(table.get("select"), where=f"{where}: select")
         specs.append(StageSpec(index=i, stage=stage, params=params, inputs=inputs, output=output, select=select))
-    return Job(path=path, name=name, seed=seed, catalog=catalog, stages=specs, sha256=file_sha256(path))
+    return Job(path=path, name=name, seed=seed, catalog=catalog, stages=specs, sha256=sha256,
+               variables=dict(variables or {}))
+
+
+def one_stage_job(stage: str, *, params: dict[str, Any], output: str, catalog: Path, name: str,
+                  origin: str) -> Job:
+    """A job of one stage, made by a command rather than read from a file (``cdip ingest``), checked alike."""
+    from cdiplatform.catalog.provenance import stable_hash
+
+    doc = {"job": {"name": name, "catalog": str(catalog)},
+           "stage": [{"stage": stage, "output": output, "params": params}]}
+    return job_from_document(doc, path=Path(origin), base=Path.cwd(), sha256=stable_hash(doc))

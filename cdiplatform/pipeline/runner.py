@@ -37,7 +37,8 @@ from cdiplatform.pipeline.chunks import ChunkOutcome, ChunkTask, run_chunk
 from cdiplatform.pipeline.inputs import ResolvedInput, resolve_inputs, select_scans
 from cdiplatform.pipeline.job import Job, StageSpec, params_to_dict
 from cdiplatform.pipeline.randomness import RULE, stage_seed_sequence, stream_key
-from cdiplatform.pipeline.stage import Plan, TaskStage
+from cdiplatform.pipeline.members import MemberTask, run_member
+from cdiplatform.pipeline.stage import Plan, SetStage, TaskStage
 from cdiplatform.pipeline.tasks import SingleTask, run_single
 
 __all__ = ["KILL_AFTER_CHUNKS", "StageReport", "plan_job", "run_job"]
@@ -142,15 +143,82 @@ def _prepare(job: Job, spec: StageSpec, catalog: Path, *, new_run: bool, dry: bo
          "output": spec.output, "chunk": plan.chunk}
     )
     run_id = f"{job.name}-{spec.stage.name}-{run_hash[:10]}"
-    state, pending, stored = _stored_state(job, spec, catalog, run_hash, scans, single, new_run=new_run, dry=dry)
+    state, pending, stored, order = _stored_state(job, spec, catalog, run_hash, scans, single, new_run=new_run,
+                                                  dry=dry)
+    if order is not None:  # the stored scans first, in their order, then the new ones
+        scans = scans[order]
+        coords = {k: v if isinstance(v, tuple) else np.asarray(v)[order] for k, v in plan.coords.items()}
+        index = None if plan.input_index is None else np.asarray(plan.input_index)[order]
+        plan = dataclasses.replace(plan, coords=coords, input_index=index)
     return _Prepared(spec, plan, inputs, scans, run_hash, run_id, state, pending, stored)
 
 
+@dataclass
+class _SetPrepared:
+    spec: StageSpec
+    stage: SetStage
+    members: list[tuple[str, str]]  # (member, reason it fails without a task)
+    run_hash: str
+    run_id: str
+    pending: list[str]  # members to make (new, failed before, or another run's with new_run)
+    replace: set[str]  # pending members whose node exists (another run's)
+
+    @property
+    def stream(self) -> int:
+        return stream_key(self.spec.output)
+
+
+def _prepare_set(job: Job, spec: StageSpec, catalog: Path, *, new_run: bool) -> _SetPrepared:
+    """A node-set stage: its members, and which of them this run must (re)make."""
+    stream = stream_key(spec.output)
+    stage = spec.stage(seed=stage_seed_sequence(job.seed, stream))
+    try:
+        stage.validate(spec.params, {})
+        members = stage.members(spec.params, {})
+    except (ValueError, CatalogError) as exc:
+        raise JobError(f"{job.path}: {spec.label}: {exc}") from None
+    params = params_to_dict(spec.params)
+    params.pop(spec.stage.selection, None)  # the selection may grow; each member records its own state
+    run_hash = stable_hash({"stage": spec.stage.name, "params": params, "seed": job.seed, "output": spec.output})
+    run_id = f"{job.name}-{spec.stage.name}-{run_hash[:10]}"
+    prefix = spec.output[:-1]
+    cat = open_catalog(catalog) if catalog.exists() else None
+    pending, replace = [], set()
+    for member, reason in members:
+        node = prefix + member
+        if reason or cat is None or node not in cat:
+            pending.append(member)
+            continue
+        stored = cat.attrs(node).get("run", {}).get("hash")
+        if stored == run_hash:
+            continue
+        if not new_run:
+            raise JobError(f"{job.path}: {spec.label}: {catalog}:{node} was written by another run "
+                           f"({cat.attrs(node).get('run', {}).get('id', 'unknown')}) with other parameters; "
+                           f"pass --new-run to replace it")
+        pending.append(member)
+        replace.add(member)
+    return _SetPrepared(spec, stage, members, run_hash, run_id, pending, replace)
+
+
+def _set_report(prep: _SetPrepared) -> StageReport:
+    report = StageReport(prep.spec.label, prep.spec.output, prep.run_id, len(prep.members), len(prep.members))
+    report.pending = len(prep.pending)
+    report.done = report.n_scans - report.pending
+    report.state = "complete" if not prep.pending else ("new" if report.done == 0 else "resume")
+    return report
+
+
 def _stored_state(job: Job, spec: StageSpec, catalog: Path, run_hash: str, scans: np.ndarray, single: bool, *,
-                  new_run: bool, dry: bool) -> tuple[str, np.ndarray, int]:
-    """How the output node stands against this run: new, resumed, grown or complete."""
+                  new_run: bool, dry: bool) -> tuple[str, np.ndarray, int, np.ndarray | None]:
+    """How the output node stands against this run: new, resumed, grown or complete.
+
+    Returns the state, which scans are pending, how many the node holds, and, when the input gained
+    scans anywhere but at the end (a late scan, a failed ingest retried), the order that keeps the
+    stored scans where they are and appends the new ones (positions in ``scans``).
+    """
     n = len(scans)
-    fresh = ("new", np.ones(n, dtype=bool), 0)
+    fresh = ("new", np.ones(n, dtype=bool), 0, None)
     if not catalog.exists():
         return fresh
     cat = open_catalog(catalog)
@@ -167,7 +235,7 @@ def _stored_state(job: Job, spec: StageSpec, catalog: Path, run_hash: str, scans
         return fresh
     if single:
         complete = bool(run.get("complete", False))
-        return ("complete" if complete else "resume"), np.array([not complete]), 1
+        return ("complete" if complete else "resume"), np.array([not complete]), 1, None
     state = cat.run_state(spec.output)
     if state is None:  # allocated by an older version and cut short: allocate it again
         if not dry:
@@ -176,14 +244,20 @@ def _stored_state(job: Job, spec: StageSpec, catalog: Path, run_hash: str, scans
     done, status = state
     have = cat.scans(spec.output)
     m = len(have)
+    order = None
     if m > n or not np.array_equal(have, scans[:m]):
-        raise JobError(f"{where} holds other scans than this run would write (its input lost or reordered "
-                       f"scans); pass --new-run to replace it")
+        where_ = {s: i for i, s in enumerate(scans.tolist())}
+        if m > n or any(h not in where_ for h in have.tolist()):
+            raise JobError(f"{where} holds scans this run would not write (its input lost scans); "
+                           f"pass --new-run to replace it")
+        kept = [where_[h] for h in have.tolist()]
+        new = sorted(set(range(n)) - set(kept))
+        order = np.array(kept + new, dtype=np.int64)
     pending = np.ones(n, dtype=bool)
     pending[:m] = ~done | (status != STATUS_OK)
     if m < n:
-        return "grow", pending, m
-    return ("complete" if not pending.any() else "resume"), pending, m
+        return "grow", pending, m, order
+    return ("complete" if not pending.any() else "resume"), pending, m, order
 
 
 def _chunk_bounds(n: int, chunk: int) -> list[tuple[int, int]]:
@@ -194,7 +268,7 @@ def _provenance(job: Job, prep: _Prepared, *, cluster: str, started: str) -> dic
     params = params_to_dict(prep.spec.params)
     return {
         "software": software_info(),
-        "job": {"name": job.name, "path": str(job.path), "sha256": job.sha256},
+        "job": _job_record(job),
         "run_id": prep.run_id,
         "stage": {"name": prep.spec.stage.name, "params": params, "params_hash": stable_hash(params)},
         "inputs": {name: r.record for name, r in prep.inputs.items()},
@@ -205,6 +279,10 @@ def _provenance(job: Job, prep: _Prepared, *, cluster: str, started: str) -> dic
         "started": started,
         "finished": None,
     }
+
+
+def _job_record(job: Job) -> dict[str, Any]:
+    return {"name": job.name, "path": str(job.path), "sha256": job.sha256, "variables": job.variables}
 
 
 def _report(prep: _Prepared) -> StageReport:
@@ -227,6 +305,10 @@ def plan_job(job: Job, *, catalog: Path | None = None) -> list[StageReport]:
         waiting = [str(r) for r in refs if r.catalog is None and r.node in made and not _exists(catalog, r.node)]
         if waiting:
             reports.append(StageReport(spec.label, spec.output, state=f"waiting for {', '.join(waiting)}"))
+            made.add(spec.output)
+            continue
+        if issubclass(spec.stage, SetStage):
+            reports.append(_set_report(_prepare_set(job, spec, catalog, new_run=True)))
             made.add(spec.output)
             continue
         prep = _prepare(job, spec, catalog, new_run=True, dry=True)
@@ -291,6 +373,11 @@ def run_job(
     written = 0
     reports = []
     for spec in job.stages:
+        if issubclass(spec.stage, SetStage):
+            reports.append(_run_set_stage(job, spec, catalog, client=client, new_run=new_run,
+                                          cluster_label=cluster_label, on_stage_start=on_stage_start,
+                                          on_progress=on_progress, on_stage_end=on_stage_end))
+            continue
         prep = _prepare(job, spec, catalog, new_run=new_run, dry=False)
         report = _report(prep)
         if prep.state == "complete":
@@ -444,6 +531,70 @@ def _run_task_stage(job: Job, prep: _Prepared, report: StageReport, *, client, c
         report.ok = 1
     if on_progress:
         on_progress(report, 1)
+    if on_stage_end:
+        on_stage_end(report)
+    return report
+
+
+def _run_set_stage(job: Job, spec: StageSpec, catalog: Path, *, client, new_run: bool, cluster_label: str,
+                   on_stage_start, on_progress, on_stage_end) -> StageReport:
+    """One task per member of a node set (``raw/<beamtime>/*``), each written whole; the parent group
+    records every member's last state (ok or failed, with the reason)."""
+    from distributed import as_completed
+
+    prep = _prepare_set(job, spec, catalog, new_run=new_run)
+    report = _set_report(prep)
+    if not prep.pending:
+        if on_stage_end:
+            on_stage_end(report)
+        return report
+    prefix = spec.output[:-1]
+    beamtime = prefix.rstrip("/")
+    params = params_to_dict(spec.params)
+    provenance = {"software": software_info(), "job": _job_record(job),
+                  "run_id": prep.run_id, "stage": {"name": spec.stage.name, "params": params,
+                                                   "params_hash": stable_hash(params)},
+                  "seed": job.seed, "cluster": cluster_label}
+    run = {"id": prep.run_id, "hash": prep.run_hash}
+    reasons = dict(prep.members)
+    if on_stage_start:
+        on_stage_start(report, len(prep.pending))
+    t0 = time.perf_counter()
+    cat = open_catalog(catalog, mode="a")
+    record = cat.group_attrs(beamtime).get("members", {})
+    futures = []
+    for member in prep.pending:
+        ident = beamtime.split("/", 1)[1] + "/" + member
+        if reasons.get(member):
+            report.failed[ident] = reasons[member]
+            record[member] = {"state": "failed", "reason": reasons[member], "time": now(), "run": prep.run_id}
+            continue
+        task = MemberTask(stage=spec.stage, params=spec.params, catalog=str(catalog), node=prefix + member,
+                          member=member, provenance=provenance, run=run, replace=member in prep.replace,
+                          seed=job.seed, stream=prep.stream)
+        futures.append(client.submit(run_member, task, key=f"{prep.run_id}-{member}", pure=False))
+    report.computed = len(prep.pending)
+    if on_progress and report.failed:
+        on_progress(report, len(report.failed))
+    for fut in as_completed(futures):
+        try:
+            outcome = fut.result()
+        except Exception as exc:  # the write itself failed (a full disk): the member stays pending
+            member = fut.key[len(prep.run_id) + 1:]
+            outcome_ok, why = False, f"not written: {type(exc).__name__}: {exc}"
+        else:
+            member, outcome_ok, why = outcome.member, outcome.ok, outcome.reason
+        ident = beamtime.split("/", 1)[1] + "/" + member
+        if outcome_ok:
+            report.ok += 1
+            record[member] = {"state": "ok", "time": now(), "run": prep.run_id}
+        else:
+            report.failed[ident] = why
+            record[member] = {"state": "failed", "reason": why, "time": now(), "run": prep.run_id}
+        if on_progress:
+            on_progress(report, 1)
+    cat.update_group_attrs(beamtime, {"members": record})
+    report.seconds = time.perf_counter() - t0
     if on_stage_end:
         on_stage_end(report)
     return report

@@ -40,13 +40,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
 from cdiplatform.catalog import Var
 
-__all__ = ["ChunkResult", "Input", "Plan", "Stage", "TaskContext", "TaskStage", "Var", "config_field",
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["ChunkResult", "Input", "Plan", "SetStage", "Stage", "TaskContext", "TaskStage", "Var", "config_field",
            "get_stage", "register", "registered_stages", "resolve_device"]
 
 
@@ -59,7 +62,7 @@ def resolve_device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-OutputKind = Literal["collection", "result", "training", "model", "benchmark"]
+OutputKind = Literal["collection", "result", "training", "model", "benchmark", "raw"]
 
 
 def config_field(default: Any, *, recipes: dict[str, Any] | None = None) -> Any:
@@ -273,6 +276,33 @@ class TaskStage(Stage):
 
     def run(self, params: Any, ctx: TaskContext) -> dict[str, Any]:
         """Do the work; return a small summary (shown and kept in the node's attributes)."""
+        raise NotImplementedError
+
+
+class SetStage(Stage):
+    """A stage whose output is a node set, ``raw/<beamtime>/*``: one whole node per member, one task each.
+
+    It implements :meth:`members` (which members the parameters name, in
+    order; the driver calls it) and :meth:`make` (one member's dataset; a
+    task calls it). Each member is written whole and atomically; a member
+    already written by the same run is done, one that failed is tried again
+    at the next run, and a new member (a scan recorded since) is simply one
+    more task: the run's identity leaves the selection of members out
+    (:attr:`selection`), so that a selection can grow.
+    """
+
+    output_kind: ClassVar[str] = "raw"
+    #: the parameter that selects the members (left out of the run's identity)
+    selection: ClassVar[str] = ""
+
+    def members(self, params: Any, inputs: dict[str, Any]) -> list[tuple[str, str]]:
+        """``(member name, reason)`` for every member the parameters select, in order; a non-empty
+        reason fails that member without a task (a scan the SPEC file does not hold, say)."""
+        raise NotImplementedError
+
+    def make(self, params: Any, member: str, *, beamtime: str) -> tuple[xr.Dataset, dict[str, Any], dict[str, Any]]:
+        """``(dataset, attributes, encoding)`` of the member ``raw/<beamtime>/<member>`` (runs on a
+        worker; raises for a bad member)."""
         raise NotImplementedError
 
 

@@ -1,4 +1,5 @@
-"""Many-scan ingest on a real LocalCluster: one task per scan, bad scans recorded, the rest land."""
+"""Many-scan ingest (the ingest stages) on a real LocalCluster: one task per scan, bad scans recorded,
+the rest land, and a beamtime grows."""
 
 import numpy as np
 import pytest
@@ -6,7 +7,9 @@ import xarray as xr
 
 from cdiplatform import open_catalog
 from cdiplatform.pipeline.cluster import connect
-from cdiplatform.pipeline.ingest import ingest_arrays, ingest_spec, parse_scan_list
+from cdiplatform.pipeline.job import one_stage_job
+from cdiplatform.pipeline.runner import run_job
+from cdiplatform.pipeline.stages.ingest import parse_scan_list
 
 
 @pytest.fixture(scope="module")
@@ -15,8 +18,21 @@ def client():
         yield handle.client
 
 
+def ingest(client, catalog, beamtime, *, stage="ingest_spec", new_run=False, **params):
+    job = one_stage_job(stage, params=params, output=f"raw/{beamtime}/*", catalog=catalog, name="ingest",
+                        origin="test")
+    (report,) = run_job(job, client=client, catalog=catalog, new_run=new_run)
+    return report
+
+
+def ingest_spec(client, *, catalog, spec, scans, frames, beamtime, dark, flat):
+    return ingest(client, catalog, beamtime, spec=str(spec), scans=",".join(map(str, scans)), frames=frames,
+                  dark=str(dark), flat=str(flat))
+
+
 def test_parse_scan_list():
     assert parse_scan_list("54,60-62") == [54, 60, 61, 62]
+    assert parse_scan_list("all") is None
     for bad in ("", "5-3", "a", "1,,x"):
         with pytest.raises(ValueError):
             parse_scan_list(bad)
@@ -28,15 +44,14 @@ def test_a_beamtime_with_bad_scans(client, beamtime, tmp_path):
     data = open(broken, "rb").read()
     open(broken, "wb").write(data[: len(data) // 2])
     catalog = tmp_path / "cat.zarr"
-    outcomes = ingest_spec(client, catalog=catalog, spec=beamtime.spec, scans=[1, 2, 3, 9], frames=beamtime.pattern,
-                           beamtime="bt1", dark=beamtime.dark, flat=beamtime.white)
-    state = {o.scan: o for o in outcomes}
-    assert state["1"].state == "ok" and state["3"].state == "ok"
-    assert state["2"].state == "failed" and "scan_S0002_00002.tif" in state["2"].reason
-    assert state["9"].state == "failed" and "scan 9" in state["9"].reason and "not in SPEC" in state["9"].reason
+    report = ingest_spec(client, catalog=catalog, spec=beamtime.spec, scans=[1, 2, 3, 9], frames=beamtime.pattern,
+                         beamtime="bt1", dark=beamtime.dark, flat=beamtime.white)
+    assert report.ok == 2 and sorted(report.failed) == ["bt1/2", "bt1/9"]
+    assert "scan_S0002_00002.tif" in report.failed["bt1/2"]
+    assert "scan 9" in report.failed["bt1/9"] and "not in SPEC" in report.failed["bt1/9"]
     cat = open_catalog(catalog)
     assert cat.nodes("raw") == ["raw/bt1/1", "raw/bt1/3"]
-    record = cat.group_attrs("raw/bt1")["ingest"]
+    record = cat.group_attrs("raw/bt1")["members"]
     assert record["2"]["state"] == "failed" and record["1"]["state"] == "ok"
 
     raw = xr.open_zarr(catalog, group="raw/bt1/1", consolidated=False).load()
@@ -48,7 +63,7 @@ def test_a_beamtime_with_bad_scans(client, beamtime, tmp_path):
 
     again = ingest_spec(client, catalog=catalog, spec=beamtime.spec, scans=[1, 3], frames=beamtime.pattern,
                         beamtime="bt1", dark=beamtime.dark, flat=beamtime.white)
-    assert [o.state for o in again] == ["skipped", "skipped"]
+    assert again.state == "complete" and again.computed == 0
 
 
 def test_intensity_arrays(client, tmp_path):
@@ -62,12 +77,10 @@ def test_intensity_arrays(client, tmp_path):
         f["/other"] = good
     np.save(tmp_path / "d.npy", np.full((4, 6, 6), np.nan, np.float32))
     catalog = tmp_path / "cat.zarr"
-    outcomes = ingest_arrays(client, catalog=catalog, files=[tmp_path / n for n in ("a.npy", "b.cxi", "c.h5", "d.npy")],
-                             beamtime="other")
-    state = {o.scan: o for o in outcomes}
-    assert state["a"].state == "ok" and state["b"].state == "ok"
-    assert state["c"].state == "failed" and "/entry_1/data_1/data" in state["c"].reason
-    assert state["d"].state == "failed" and "NaN" in state["d"].reason
+    report = ingest(client, catalog, "other", stage="ingest_arrays",
+                    files=[str(tmp_path / n) for n in ("a.npy", "b.cxi", "c.h5", "d.npy")])
+    assert report.ok == 2 and sorted(report.failed) == ["other/c", "other/d"]
+    assert "/entry_1/data_1/data" in report.failed["other/c"] and "NaN" in report.failed["other/d"]
     frames = open_catalog(catalog).open("raw/other/b")["frames"].values
     np.testing.assert_array_equal(frames, good * 2)
 
