@@ -13,6 +13,7 @@ one line, without a traceback, and exits with its :attr:`~CdipError.exit_code`.
     |   +-- NodeNotFoundError (KeyError)
     |   +-- SchemaError                  a dataset that does not fit its node kind
     |   +-- CatalogLockedError           another run holds the catalog
+    |   +-- CatalogFullError             the catalog's disk is full
     +-- IngestError (ValueError)         a measured file that cannot be read
     +-- ClusterError                     a cluster that cannot be started or reached
         +-- ClusterConfigError (ValueError)         a bad cluster spec or SLURM file
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["CatalogError", "CatalogLockedError", "CdipError", "ClusterConfigError", "ClusterError",
+__all__ = ["CatalogError", "CatalogFullError", "CatalogLockedError", "CdipError", "ClusterConfigError", "ClusterError",
            "ClusterUnreachableError", "IngestError", "JobError", "NodeNotFoundError", "SchemaError"]
 
 
@@ -57,6 +58,15 @@ class CatalogLockedError(CatalogError):
     """Another run is writing into the catalog; the message names it and how to break a stale lock."""
 
     exit_code = 3
+
+
+class CatalogFullError(CatalogError):
+    """The disk of a catalog is full: the message names the catalog, its free space and what the stage needs.
+
+    What was written stays (whole chunks); free space and run again to resume.
+    """
+
+    exit_code = 4
 
 
 class IngestError(CdipError, ValueError):

@@ -14,6 +14,7 @@ from rich.table import Table
 from cdiplatform.cli._console import CdipGroup, err, fail, out, say, text
 from cdiplatform.cli.catalog_cmds import catalog_app
 from cdiplatform.cli.ingest_cmds import ingest_app
+from cdiplatform.cli.status_cmds import status
 
 app = typer.Typer(
     name="cdip",
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(ingest_app, name="ingest")
+app.command("status")(status)
 
 ClusterOpt = Annotated[str, typer.Option(help="local | slurm | slurm:PATH.yaml | tcp://ADDRESS")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="worker processes (local) or SLURM jobs")]
@@ -65,6 +67,8 @@ def run(
     new_run: Annotated[bool, typer.Option("--new-run", help="replace outputs written by another run")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="NAME=VALUE: a variable of the job ([job.vars])",
                                                       metavar="NAME=VALUE")] = None,
+    break_lock: Annotated[bool, typer.Option("--break-lock", help="take the catalog from a run that cannot be "
+                                                                  "shown to be gone (on another machine)")] = False,
 ) -> None:
     """Run (or resume) a job: every stage, on a Dask cluster."""
     from cdiplatform.pipeline.job import load_job, parse_override
@@ -74,7 +78,7 @@ def run(
         _dry_run(job, catalog)
         return
     _run(job, catalog=catalog, cluster=cluster, workers=workers, new_run=new_run,
-         dashboard_address=dashboard_address)
+         dashboard_address=dashboard_address, break_lock=break_lock)
 
 
 class _PerformanceReport:
@@ -108,8 +112,10 @@ class _PerformanceReport:
         return False
 
 
-def _run(job, *, catalog, cluster, workers, new_run, dashboard_address=None) -> None:
+def _run(job, *, catalog, cluster, workers, new_run, dashboard_address=None, break_lock=False) -> None:
+    from cdiplatform.catalog.lock import check_unlocked
     from cdiplatform.pipeline.cluster import connect
+    from cdiplatform.pipeline.runlog import RunLog
     from cdiplatform.pipeline.runner import plan_job, run_job
 
     target = Path(catalog or job.catalog)
@@ -117,12 +123,14 @@ def _run(job, *, catalog, cluster, workers, new_run, dashboard_address=None) -> 
         from cdiplatform.catalog import open_catalog
 
         open_catalog(target)  # a directory that is not a catalog is refused before anything is written
+    check_unlocked(target, break_lock=break_lock)  # a second run is refused before a cluster starts
     plan_job(job, catalog=target)  # every check that can fail before a cluster starts
     say(f"{len(job.stages)} stage(s) into {target}", prefix=f"{job.name}: ", prefix_style="bold")
     reports_dir = target.parent / f"{target.stem}.reports"
     reports_dir.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     report_file = reports_dir / f"{job.name}-{stamp}.html"
+    log = RunLog(reports_dir / f"{job.name}-{stamp}.jsonl")
     try:
         handle = connect(cluster, workers=workers, dashboard_address=dashboard_address)
     except (ValueError, OSError, TimeoutError) as exc:
@@ -149,11 +157,13 @@ def _run(job, *, catalog, cluster, workers, new_run, dashboard_address=None) -> 
             with _PerformanceReport(report_file) as perf:
                 reports = run_job(job, client=handle.client, catalog=target, new_run=new_run,
                                   cluster_label=f"{handle.kind} {handle.client.scheduler.address}",
-                                  on_stage_start=start, on_progress=advance, on_stage_end=end)
+                                  on_stage_start=start, on_progress=advance, on_stage_end=end, log=log,
+                                  break_lock=break_lock, command=" ".join(sys.argv))
     out.print(_summary(reports))
     if all(r.state == "complete" for r in reports):
         say("everything was already complete: nothing recomputed, nothing rewritten")
         report_file.unlink(missing_ok=True)
+        log.path.unlink(missing_ok=True)
     elif perf.written:
         say(str(report_file), prefix="performance report: ")
     failed = [(r, scan, why) for r in reports for scan, why in r.failed.items()]

@@ -43,6 +43,7 @@ class ChunkTask:
     scans: np.ndarray  # identities of the scans computed, as ``local``
     seed: int
     stream: int
+    time_limit: float | None = None  # seconds per scan; computed in a child process when set
 
 
 @dataclass
@@ -53,6 +54,9 @@ class ChunkOutcome:
     failed: dict[Any, str] = field(default_factory=dict)  # scan identity -> reason
     seconds: float = 0.0
     device: str = "cpu"
+    #: why the chunk could not be written (its scans stay pending); "" when it was
+    not_written: str = ""
+    disk_full: bool = False
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -216,6 +220,13 @@ def _check_result(result: ChunkResult, variables: dict[str, Var], n: int, stage:
 
 
 def _compute(task: ChunkTask, inputs: dict[str, Any], scans: np.ndarray) -> tuple[dict, dict[int, str]]:
+    if task.time_limit is not None:
+        from dataclasses import replace
+
+        from cdiplatform.pipeline.isolation import call_in_child
+
+        return call_in_child(_compute, replace(task, time_limit=None), inputs, scans,
+                             timeout=task.time_limit * len(scans))
     stage = task.stage(seed=stage_seed_sequence(task.seed, task.stream))
     rngs = scan_rngs(task.seed, task.stream, scans)
     result = stage.compute(task.params, inputs, scans, rngs)
@@ -279,9 +290,17 @@ def run_chunk(task: ChunkTask) -> ChunkOutcome:
         for p in failed:
             values[name][p] = fill_value(var.numpy_dtype)
 
-    cat = open_catalog(task.output[0], mode="a")
-    cat.write_chunk(task.output[1], start=task.start, stop=task.stop, variables=task.variables,
-                    local=list(task.local), values=values, failed=failed, seconds=seconds.tolist())
+    try:
+        cat = open_catalog(task.output[0], mode="a")
+        cat.write_chunk(task.output[1], start=task.start, stop=task.stop, variables=task.variables,
+                        local=list(task.local), values=values, failed=failed, seconds=seconds.tolist())
+    except Exception as exc:  # noqa: BLE001 - reported by the driver for every scan of the chunk
+        import errno
+
+        out.not_written = f"{type(exc).__name__}: {exc}"
+        out.disk_full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+        out.seconds = time.perf_counter() - t0
+        return out
     out.failed = {_plain(scans[p]): r for p, r in failed.items()}
     out.ok = [_plain(scans[p]) for p in range(n) if p not in failed]
     out.seconds = time.perf_counter() - t0

@@ -64,6 +64,9 @@ class StageSpec:
     output: str
     #: positions along ``scan`` of the inputs to read (``select = "0:64"``); all when None
     select: tuple[int | None, int | None, int | None] | None = None
+    #: seconds a scan may take (``time_limit = 600``): the scans are then computed in a child process,
+    #: stopped at the limit, and a scan that exceeds it fails alone with that reason; None: no limit
+    time_limit: float | None = None
 
     @property
     def label(self) -> str:
@@ -244,7 +247,7 @@ def job_from_document(doc: dict[str, Any], *, path: Path, base: Path, sha256: st
     outputs: set[str] = set()
     for i, table in enumerate(tables):
         where = f"{path}: stage[{i}]"
-        extra = sorted(set(table) - {"stage", "params", "inputs", "output", "description", "select"})
+        extra = sorted(set(table) - {"stage", "params", "inputs", "output", "description", "select", "time_limit"})
         if extra:
             raise JobError(f"{where}: unknown key {extra[0]!r}")
         if "stage" not in table:
@@ -272,7 +275,11 @@ def job_from_document(doc: dict[str, Any], *, path: Path, base: Path, sha256: st
             raise JobError(f"{where}: output {output!r} is written by an earlier stage too")
         outputs.add(output)
         select = _parse_select(table.get("select"), where=f"{where}: select")
-        specs.append(StageSpec(index=i, stage=stage, params=params, inputs=inputs, output=output, select=select))
+        limit = table.get("time_limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0):
+            raise JobError(f"{where}: time_limit must be a positive number of seconds per scan, got {limit!r}")
+        specs.append(StageSpec(index=i, stage=stage, params=params, inputs=inputs, output=output, select=select,
+                               time_limit=None if limit is None else float(limit)))
     return Job(path=path, name=name, seed=seed, catalog=catalog, stages=specs, sha256=sha256,
                variables=dict(variables or {}))
 

@@ -32,7 +32,7 @@ import numpy as np
 from cdiplatform.catalog import STATUS_FAILED, STATUS_OK, CatalogError, open_catalog
 from cdiplatform.catalog.provenance import history_line, now, software_info, stable_hash
 from cdiplatform.catalog.run_nodes import run_template
-from cdiplatform.errors import JobError
+from cdiplatform.errors import CatalogFullError, JobError
 from cdiplatform.pipeline.chunks import ChunkOutcome, ChunkTask, run_chunk
 from cdiplatform.pipeline.inputs import ResolvedInput, resolve_inputs, select_scans
 from cdiplatform.pipeline.job import Job, StageSpec, params_to_dict
@@ -65,6 +65,7 @@ class StageReport:
     pending: int = 0
     added: int = 0  # scans appended to the output by this run
     seconds: float = 0.0
+    disk_full: bool = False
 
     @property
     def success(self) -> bool:
@@ -260,6 +261,26 @@ def _stored_state(job: Job, spec: StageSpec, catalog: Path, run_hash: str, scans
     return ("complete" if not pending.any() else "resume"), pending, m, order
 
 
+def _disk_full(exc: BaseException) -> bool:
+    import errno
+
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc)
+
+
+def _full(catalog: Path, prep: Any, *, pending: int) -> CatalogFullError:
+    """The one-line error of a full disk: the catalog, its free space, and what the stage still needs."""
+    import shutil
+
+    free = shutil.disk_usage(catalog if catalog.exists() else catalog.parent).free
+    variables = getattr(getattr(prep, "plan", None), "variables", {})
+    per_scan = sum(np.dtype(v.numpy_dtype).itemsize * int(np.prod(v.shape)) for v in variables.values()
+                   if v.dtype != "str")
+    need = f"; the stage's {pending} pending scans need up to {per_scan * pending / 2**20:.1f} MiB more" \
+        if per_scan else ""
+    return CatalogFullError(f"{catalog}: no space left on its disk ({free / 2**20:.1f} MiB free{need}); what is "
+                            f"written is kept: free space and run again to resume")
+
+
 def _chunk_bounds(n: int, chunk: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
 
@@ -344,6 +365,9 @@ def run_job(
     on_stage_start: Callable[[StageReport, int], None] | None = None,
     on_progress: Callable[[StageReport, int], None] | None = None,
     on_stage_end: Callable[[StageReport], None] | None = None,
+    log: Any = None,
+    break_lock: bool = False,
+    command: str = "",
 ) -> list[StageReport]:
     """Run (or resume, or grow) every stage of ``job`` on the Dask ``client``.
 
@@ -360,14 +384,75 @@ def run_job(
     on_stage_start, on_progress, on_stage_end : callables, optional
         Hooks for the terminal: ``(report, pending_scans)``, ``(report, scans_just_finished)``
         and ``(report)``.
+    log : RunLog, optional
+        Where the run's events go as JSON lines (:mod:`cdiplatform.pipeline.runlog`).
+    break_lock : bool
+        Take the catalog's lock even from a run that cannot be shown to be gone (see
+        :mod:`cdiplatform.catalog.lock`).
+    command : str
+        What runs, for the lock and the log.
 
     Returns
     -------
     list of StageReport
         One per stage; a scan that failed is listed in ``report.failed`` (by
         its identity) with its reason.
+
+    Raises
+    ------
+    CatalogLockedError
+        Another run is writing into the catalog.
     """
+    from cdiplatform.catalog.lock import RunLock
+
     catalog = Path(catalog or job.catalog).resolve()
+    hooks = _Hooks(log, on_stage_start, on_progress, on_stage_end)
+    with RunLock(catalog, job=job.name, command=command or f"run of {job.path}", break_lock=break_lock):
+        if log is not None:
+            log.run_start(job=job.name, catalog=str(catalog), command=command)
+        try:
+            reports = _run_stages(job, client=client, catalog=catalog, new_run=new_run,
+                                  cluster_label=cluster_label, hooks=hooks)
+        except BaseException as exc:
+            if log is not None:
+                log.run_end(error=f"{type(exc).__name__}: {exc}")
+            raise
+        if log is not None:
+            log.run_end(reports)
+    return reports
+
+
+class _Hooks:
+    """The terminal's callbacks and the run log, called together."""
+
+    def __init__(self, log, on_stage_start, on_progress, on_stage_end) -> None:
+        self.log, self._start, self._progress, self._end = log, on_stage_start, on_progress, on_stage_end
+        self._done: dict[str, int] = {}
+
+    def start(self, report: StageReport, pending: int) -> None:
+        self._done[report.label] = 0
+        if self.log is not None:
+            self.log.stage_start(report)
+        if self._start:
+            self._start(report, pending)
+
+    def progress(self, report: StageReport, n: int) -> None:
+        self._done[report.label] = self._done.get(report.label, 0) + n
+        if self.log is not None:
+            self.log.progress(report, self._done[report.label])
+        if self._progress:
+            self._progress(report, n)
+
+    def end(self, report: StageReport) -> None:
+        if self.log is not None:
+            self.log.stage_end(report)
+        if self._end:
+            self._end(report)
+
+
+def _run_stages(job: Job, *, client: Any, catalog: Path, new_run: bool, cluster_label: str,
+                hooks: _Hooks) -> list[StageReport]:
+    on_stage_start, on_progress, on_stage_end = hooks.start, hooks.progress, hooks.end
     cat = open_catalog(catalog, mode="a")
     kill_after = _kill_hook()
     written = 0
@@ -400,6 +485,10 @@ def run_job(
                 cat.grow(spec.output, prep.scans[new], coords)
         except (CatalogError, ValueError) as exc:
             raise JobError(f"{job.path}: {spec.label}: {exc}") from None
+        except OSError as exc:
+            if _disk_full(exc):
+                raise _full(catalog, prep, pending=int(prep.pending.sum())) from None
+            raise
         if on_stage_start:
             on_stage_start(report, report.pending)
         t0 = time.perf_counter()
@@ -413,8 +502,10 @@ def run_job(
             if on_progress:
                 on_progress(report_, n)
 
-        devices = _collect(futures, chunk_scans, report, progress)
+        devices = _collect(client, futures, chunk_scans, report, progress)
         report.seconds = time.perf_counter() - t0
+        if report.disk_full:
+            raise _full(catalog, prep, pending=len(report.failed))
         _finish(cat, job, prep, report, devices, cluster_label=cluster_label)
         if on_stage_end:
             on_stage_end(report)
@@ -452,6 +543,7 @@ def _submit(client, catalog: Path, job: Job, prep: _Prepared) -> tuple[list, dic
             stage=spec.stage, params=spec.params, variables=prep.plan.variables,
             inputs=_task_inputs(prep, scans), output=(str(catalog), spec.output), start=start, stop=stop,
             local=tuple(int(i) for i in local), scans=scans, seed=job.seed, stream=prep.stream,
+            time_limit=spec.time_limit,
         )
         key = f"{prep.run_id}-{start}"
         futures.append(client.submit(run_chunk, task, key=key, resources=resources, pure=False))
@@ -459,17 +551,24 @@ def _submit(client, catalog: Path, job: Job, prep: _Prepared) -> tuple[list, dic
     return futures, chunk_scans
 
 
-def _collect(futures: list, chunk_scans: dict, report: StageReport, on_progress) -> set[str]:
+def _collect(client, futures: list, chunk_scans: dict, report: StageReport, on_progress) -> set[str]:
     from distributed import as_completed
 
     devices: set[str] = set()
     for fut in as_completed(futures):
         try:
             outcome: ChunkOutcome = fut.result()
-        except Exception as exc:  # the write itself failed: every scan of the chunk stays pending for a resume
-            why = f"chunk not written: {type(exc).__name__}: {exc}"
+            error, full = outcome.not_written, outcome.disk_full
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # the task was lost or cancelled: the chunk stays pending
+            error, full = f"{type(exc).__name__}: {exc}", _disk_full(exc)
+        if error:
+            if full and not report.disk_full:  # no further chunk can be written: stop the stage
+                report.disk_full = True
+                client.cancel([f for f in futures if not f.done()])
             for scan in chunk_scans[fut.key]:
-                report.failed[scan] = why
+                report.failed[scan] = f"chunk not written: {error}"
             on_progress(report, len(chunk_scans[fut.key]))
             continue
         devices.add(outcome.device)
@@ -582,6 +681,8 @@ def _run_set_stage(job: Job, spec: StageSpec, catalog: Path, *, client, new_run:
         except Exception as exc:  # the write itself failed (a full disk): the member stays pending
             member = fut.key[len(prep.run_id) + 1:]
             outcome_ok, why = False, f"not written: {type(exc).__name__}: {exc}"
+            if _disk_full(exc):
+                report.disk_full = True
         else:
             member, outcome_ok, why = outcome.member, outcome.ok, outcome.reason
         ident = beamtime.split("/", 1)[1] + "/" + member
@@ -593,8 +694,10 @@ def _run_set_stage(job: Job, spec: StageSpec, catalog: Path, *, client, new_run:
             record[member] = {"state": "failed", "reason": why, "time": now(), "run": prep.run_id}
         if on_progress:
             on_progress(report, 1)
-    cat.update_group_attrs(beamtime, {"members": record})
     report.seconds = time.perf_counter() - t0
+    if report.disk_full:
+        raise _full(catalog, None, pending=len(report.failed))
+    cat.update_group_attrs(beamtime, {"members": record})
     if on_stage_end:
         on_stage_end(report)
     return report

@@ -25,7 +25,8 @@ class Squares(Stage):
     lines are scans that fail while the file exists (remove it to let a resume
     retry them); ``sleep`` slows each chunk down, to kill a run halfway;
     ``unwritable`` lists scans whose ``value`` comes back as text, which the
-    chunk holding them cannot store (its write fails, as a full disk would).
+    chunk holding them cannot store (its write fails, as a full disk would);
+    ``hang`` lists scans whose computation never returns.
     """
 
     name = "testing_squares"
@@ -41,6 +42,7 @@ class Squares(Stage):
         fail: list[int] = field(default_factory=list)
         fail_file: str = ""
         unwritable: list[int] = field(default_factory=list)
+        hang: list[int] = field(default_factory=list)
 
     def validate(self, params, inputs) -> None:
         if params.n_scans < 1:
@@ -60,6 +62,9 @@ class Squares(Stage):
 
     def compute(self, params, inputs, index, rngs) -> ChunkResult:
         time.sleep(params.sleep)
+        if set(params.hang) & {int(s) for s in index}:
+            while True:  # a call that never returns, as a stuck minimization would
+                time.sleep(3600)
         failing = set(params.fail)
         if params.fail_file and Path(params.fail_file).exists():
             failing |= {int(s) for s in Path(params.fail_file).read_text().split()}
