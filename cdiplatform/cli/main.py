@@ -14,6 +14,7 @@ from rich.table import Table
 from cdiplatform.cli._console import CdipGroup, err, fail, out, say, text
 from cdiplatform.cli.catalog_cmds import catalog_app
 from cdiplatform.cli.ingest_cmds import ingest_app
+from cdiplatform.cli.reprocess_cmds import reprocess
 from cdiplatform.cli.status_cmds import status
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app = typer.Typer(
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(ingest_app, name="ingest")
 app.command("status")(status)
+app.command("reprocess")(reprocess)
 
 ClusterOpt = Annotated[str, typer.Option(help="local | slurm | slurm:PATH.yaml | tcp://ADDRESS")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="worker processes (local) or SLURM jobs")]
@@ -69,6 +71,9 @@ def run(
                                                       metavar="NAME=VALUE")] = None,
     break_lock: Annotated[bool, typer.Option("--break-lock", help="take the catalog from a run that cannot be "
                                                                   "shown to be gone (on another machine)")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="keep polling the job's SPEC file and process each scan "
+                                                        "once it is complete, until stopped (Ctrl-C)")] = False,
+    poll: Annotated[float, typer.Option(help="seconds between two polls of --watch")] = 10.0,
 ) -> None:
     """Run (or resume) a job: every stage, on a Dask cluster."""
     from cdiplatform.pipeline.job import load_job, parse_override
@@ -78,7 +83,7 @@ def run(
         _dry_run(job, catalog)
         return
     _run(job, catalog=catalog, cluster=cluster, workers=workers, new_run=new_run,
-         dashboard_address=dashboard_address, break_lock=break_lock)
+         dashboard_address=dashboard_address, break_lock=break_lock, watch=watch, poll=poll)
 
 
 class _PerformanceReport:
@@ -112,11 +117,11 @@ class _PerformanceReport:
         return False
 
 
-def _run(job, *, catalog, cluster, workers, new_run, dashboard_address=None, break_lock=False) -> None:
-    from cdiplatform.catalog.lock import check_unlocked
+def _run(job, *, catalog, cluster, workers, new_run, dashboard_address=None, break_lock=False, watch=False,
+         poll=10.0) -> None:
+    from cdiplatform.catalog.lock import RunLock, check_unlocked
     from cdiplatform.pipeline.cluster import connect
-    from cdiplatform.pipeline.runlog import RunLog
-    from cdiplatform.pipeline.runner import plan_job, run_job
+    from cdiplatform.pipeline.runner import plan_job
 
     target = Path(catalog or job.catalog)
     if target.exists():
@@ -126,39 +131,73 @@ def _run(job, *, catalog, cluster, workers, new_run, dashboard_address=None, bre
     check_unlocked(target, break_lock=break_lock)  # a second run is refused before a cluster starts
     plan_job(job, catalog=target)  # every check that can fail before a cluster starts
     say(f"{len(job.stages)} stage(s) into {target}", prefix=f"{job.name}: ", prefix_style="bold")
-    reports_dir = target.parent / f"{target.stem}.reports"
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    report_file = reports_dir / f"{job.name}-{stamp}.html"
-    log = RunLog(reports_dir / f"{job.name}-{stamp}.jsonl")
     try:
         handle = connect(cluster, workers=workers, dashboard_address=dashboard_address)
     except (ValueError, OSError, TimeoutError) as exc:
         fail(f"cluster {cluster!r}: {exc}")
     with handle:
         say(str(handle.dashboard_link), prefix="dashboard: ")
-        columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=out, transient=False) as progress:
-            tasks = {}
+        tunnel = _tunnel(handle)
+        if tunnel:
+            say(tunnel, prefix="from your machine: ")
+        if not watch:
+            failed = _run_once(job, handle=handle, target=target, new_run=new_run, break_lock=break_lock)
+            if failed:
+                raise typer.Exit(1)
+            return
+        from cdiplatform.pipeline.watch import watch_job
 
-            def start(report, pending):
-                what = {"resume": "resuming", "grow": f"adding {report.added} scans"}.get(report.state, "running")
-                tasks[report.label] = progress.add_task(f"{report.label} ({what})", total=pending, failed=0)
+        def on_poll(watcher, new):
+            if new:
+                say(f"{', '.join(new)} complete: processing", prefix="watch: ")
 
-            def advance(report, n):
-                progress.update(tasks[report.label], advance=n, failed=len(report.failed))
+        with RunLock(target, job=job.name, command=" ".join(sys.argv), break_lock=break_lock):
+            say(f"polling the SPEC file every {poll:g} s; Ctrl-C stops", prefix="watch: ")
+            watch_job(job, run=lambda j: _run_once(j, handle=handle, target=target, new_run=new_run, locked=True),
+                      poll=poll, on_poll=on_poll)
+        say("watch stopped")
 
-            def end(report):
-                if report.state == "complete":
-                    progress.console.print(text(
-                        f"{report.label}: {report.node} is complete ({report.n_scans} scans); nothing to do"))
 
-            with _PerformanceReport(report_file) as perf:
-                reports = run_job(job, client=handle.client, catalog=target, new_run=new_run,
-                                  cluster_label=f"{handle.kind} {handle.client.scheduler.address}",
-                                  on_stage_start=start, on_progress=advance, on_stage_end=end, log=log,
-                                  break_lock=break_lock, command=" ".join(sys.argv))
+def _tunnel(handle) -> str:
+    try:
+        from cdiplatform.pipeline.cluster import tunnel_command
+    except ImportError:
+        return ""
+    return tunnel_command(handle) or ""
+
+
+def _run_once(job, *, handle, target: Path, new_run: bool, break_lock: bool = False, locked: bool = False) -> int:
+    """One run of the job on a connected cluster, with progress bars and a summary; the failed scans' count."""
+    from cdiplatform.pipeline.runlog import RunLog
+    from cdiplatform.pipeline.runner import run_job
+
+    reports_dir = target.parent / f"{target.stem}.reports"
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    report_file = reports_dir / f"{job.name}-{stamp}.html"
+    log = RunLog(reports_dir / f"{job.name}-{stamp}.jsonl")
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+               TextColumn("[red]{task.fields[failed]} failed"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=out, transient=False) as progress:
+        tasks = {}
+
+        def start(report, pending):
+            what = {"resume": "resuming", "grow": f"adding {report.added} scans"}.get(report.state, "running")
+            tasks[report.label] = progress.add_task(f"{report.label} ({what})", total=pending, failed=0)
+
+        def advance(report, n):
+            progress.update(tasks[report.label], advance=n, failed=len(report.failed))
+
+        def end(report):
+            if report.state == "complete":
+                progress.console.print(text(
+                    f"{report.label}: {report.node} is complete ({report.n_scans} scans); nothing to do"))
+
+        with _PerformanceReport(report_file) as perf:
+            reports = run_job(job, client=handle.client, catalog=target, new_run=new_run,
+                              cluster_label=f"{handle.kind} {handle.client.scheduler.address}",
+                              on_stage_start=start, on_progress=advance, on_stage_end=end, log=log,
+                              break_lock=break_lock, command=" ".join(sys.argv), lock=not locked)
     out.print(_summary(reports))
     if all(r.state == "complete" for r in reports):
         say("everything was already complete: nothing recomputed, nothing rewritten")
@@ -167,12 +206,11 @@ def _run(job, *, catalog, cluster, workers, new_run, dashboard_address=None, bre
     elif perf.written:
         say(str(report_file), prefix="performance report: ")
     failed = [(r, scan, why) for r in reports for scan, why in r.failed.items()]
-    if failed:
-        for r, scan, why in failed[:20]:
-            say(f"{r.node} scan {scan}: {why}", prefix="failed ", prefix_style="red", console=err)
-        if len(failed) > 20:
-            say(f"... and {len(failed) - 20} more: cdip catalog show {target} NODE", console=err)
-        raise typer.Exit(1)
+    for r, scan, why in failed[:20]:
+        say(f"{r.node} scan {scan}: {why}", prefix="failed ", prefix_style="red", console=err)
+    if len(failed) > 20:
+        say(f"... and {len(failed) - 20} more: cdip status {target}", console=err)
+    return len(failed)
 
 
 @app.command()

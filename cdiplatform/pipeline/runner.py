@@ -368,6 +368,7 @@ def run_job(
     log: Any = None,
     break_lock: bool = False,
     command: str = "",
+    lock: bool = True,
 ) -> list[StageReport]:
     """Run (or resume, or grow) every stage of ``job`` on the Dask ``client``.
 
@@ -391,6 +392,8 @@ def run_job(
         :mod:`cdiplatform.catalog.lock`).
     command : str
         What runs, for the lock and the log.
+    lock : bool
+        Take the catalog's lock for the run (default); False when the caller holds it (``--watch``).
 
     Returns
     -------
@@ -407,7 +410,11 @@ def run_job(
 
     catalog = Path(catalog or job.catalog).resolve()
     hooks = _Hooks(log, on_stage_start, on_progress, on_stage_end)
-    with RunLock(catalog, job=job.name, command=command or f"run of {job.path}", break_lock=break_lock):
+    import contextlib
+
+    held = (RunLock(catalog, job=job.name, command=command or f"run of {job.path}", break_lock=break_lock)
+            if lock else contextlib.nullcontext())
+    with held:
         if log is not None:
             log.run_start(job=job.name, catalog=str(catalog), command=command)
         try:
