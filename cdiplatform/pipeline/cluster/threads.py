@@ -49,6 +49,9 @@ class ThreadLimits(WorkerPlugin):
         self.blas: str = "env"
 
     def setup(self, worker: Any) -> None:
+        # Dask measures the size of its sampled call-tree profiles recursively; those of deep stacks
+        # (xrayutilities, torch) exceed Python's default limit and log "Sizeof calculation ... failed"
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
         n = int(self.threads or worker.state.nthreads or 1)
         os.environ.update({var: str(n) for var in THREAD_ENV_VARS})
         if "torch" in sys.modules:

@@ -48,7 +48,8 @@ def _model(ds: xr.Dataset, device: str):
 @register
 class Infer(Stage):
     name = "infer"
-    inputs = (Input("collection", kinds=("collection",), variables=("intensity",)), Input("model", kinds=("model",)))
+    inputs = (Input("collection", kinds=("collection",), variables=("intensity",), optional=("grid_relation",)),
+              Input("model", kinds=("model",)))
     output_kind = "result"
     uses_torch = True
     method = "nn"
@@ -89,10 +90,15 @@ class Infer(Stage):
             for d in dims
             if d in inputs["collection"].coords
         }
+        variables = {}
+        if "grid_relation" in inputs["collection"]:  # a network input made from a phasing grid: carried along
+            variables["grid_relation"] = Var((), (), "str", {"long_name": "the model grid and its phasing grid "
+                                                                         "(JSON), from the collection"})
         return Plan(
             n_scans=intensity.shape[0],
             chunk=params.chunk,
             variables={
+                **variables,
                 "amplitude": Var(
                     dims, shape, "float32", {"long_name": "NN amplitude, normalized to max 1", "units": "1"}
                 ),
@@ -127,4 +133,7 @@ class Infer(Stage):
                               average_permutations=params.average_permutations)
             amplitude[ok], phase[ok] = amp, ph
         support = (np.nan_to_num(amplitude) > params.support_threshold).astype(np.uint8)
-        return ChunkResult(values={"amplitude": amplitude, "phase": phase, "support": support}, failed=failed)
+        values = {"amplitude": amplitude, "phase": phase, "support": support}
+        if "grid_relation" in ds:
+            values["grid_relation"] = np.asarray(ds["grid_relation"].values, dtype=object)
+        return ChunkResult(values=values, failed=failed)

@@ -58,6 +58,8 @@ class NetworkInput(Stage):
                                  {"long_name": "network input squared: sqrt(intensity) is the amplitude, max 1"}),
                 "oversampling": Var(("axis",), (3,), "float32", {"long_name": "oversampling after resampling"}),
                 "resampling": Var((), (), "str", {"long_name": "resampling record (JSON)"}),
+                "grid_relation": Var((), (), "str", {"long_name": "this model grid and the phasing grid it was "
+                                                                 "made from (JSON: phasing_grid, window, model_grid)"}),
             },
             coords=coords | {"axis": ("axis", np.array(["z", "y", "x"], dtype=object))},
             attrs={"grid": [n, n, n], "model_grid": n,
@@ -70,7 +72,9 @@ class NetworkInput(Stage):
         ds = inputs["collection"]
         target = list(params.target_oversampling)
         target = target * 3 if len(target) == 1 else target
-        amps, overs, records = [], [], []
+        from cdiplatform.physics.grids import GridRelation
+
+        amps, overs, records, relations = [], [], [], []
         for i in range(len(index)):
             intensity = ds["intensity"].values[i]
             sigma = ds["oversampling"].values[i] if "oversampling" in ds else None
@@ -79,6 +83,9 @@ class NetworkInput(Stage):
             amps.append(amp)
             overs.append(rec["oversampling_after"])
             records.append(json.dumps(rec))
+            relations.append(json.dumps(GridRelation.from_network_input_record(
+                rec, phasing_grid=intensity.shape).to_dict()))
         amp = np.asarray(amps, dtype=np.float32)
         return ChunkResult({"intensity": amp**2, "oversampling": np.asarray(overs, np.float32),
-                            "resampling": np.asarray(records, dtype=object)})
+                            "resampling": np.asarray(records, dtype=object),
+                            "grid_relation": np.asarray(relations, dtype=object)})

@@ -1,4 +1,4 @@
-"""Stage ``pad``: the zero-padded (oversampled) variant of a simulated collection.
+"""Stage ``pad``: the zero-padded (oversampled) variant of a simulated collection, 2D or 3D.
 
 Each object ``amplitude * exp(i phase)`` of the input collection is placed in
 the middle of a grid ``factor`` times larger (its centre ``N // 2`` at
@@ -6,7 +6,10 @@ the middle of a grid ``factor`` times larger (its centre ``N // 2`` at
 truth kept, padded. The new intensity samples the same far field ``factor``
 times more finely: ``intensity[..., s::factor, s::factor] == old / factor**2``
 with ``s = M // 2 - factor * (N // 2)`` (so that the total, ``sum |obj|^2``,
-is unchanged). This is the oversampled input that ER/HIO need.
+is unchanged). This is the oversampled input that ER/HIO and the refinement need. Each scan
+records its ``grid_relation`` (:class:`cdiplatform.physics.grids.GridRelation`:
+the model grid is the centred crop), which every method uses to map between
+the model grid and this one.
 
 Job file::
 
@@ -21,13 +24,14 @@ Job file::
 from __future__ import annotations
 
 from dataclasses import dataclass
+import json
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from cdiplatform.pipeline.stage import ChunkResult, Input, Plan, Stage, register
-from cdiplatform.pipeline.stages.simulate_2d import collection_variables, grid_coords
+from cdiplatform.pipeline.stage import ChunkResult, Input, Plan, Stage, Var, register
+from cdiplatform.pipeline.stages.simulate_2d import collection_variables
 
 __all__ = ["Pad"]
 
@@ -58,50 +62,58 @@ class Pad(Stage):
                 raise ValueError(
                     f"pad: the input collection has no {name!r}; only simulated data can be padded"
                 )
-            if ds[name].dims != ("scan", "y", "x"):
-                raise ValueError(f"pad: input {name!r} has dims {ds[name].dims}, expected ('scan', 'y', 'x')")
-        if ds.sizes["y"] != ds.sizes["x"]:
-            raise ValueError(f"pad: input grid is {ds.sizes['y']} x {ds.sizes['x']}, expected square")
+            if ds[name].dims not in (("scan", "y", "x"), ("scan", "z", "y", "x")):
+                raise ValueError(f"pad: input {name!r} has dims {ds[name].dims}, expected (scan, [z,] y, x)")
 
     def plan(self, params: Any, inputs: dict[str, xr.Dataset]) -> Plan:
         ds = inputs["collection"]
-        n, size = ds.sizes["scan"], ds.sizes["y"]
-        padded = params.factor * size
+        dims = ds["amplitude"].dims[1:]
+        n, model = ds.sizes["scan"], tuple(ds.sizes[d] for d in dims)
+        padded = tuple(params.factor * m for m in model)
         per_scan = {
             name: np.asarray(c.values)
             for name, c in ds.coords.items()
             if c.dims == ("scan",) and name != "scan"
         }
-        attrs = {
-            key: ds.attrs[key] for key in ("title", "recipe", "convention") if key in ds.attrs
-        }
+        keep = ("title", "recipe", "convention", "potential", "voxel_size", "lattice_constant", "hkl")
+        attrs = {key: ds.attrs[key] for key in keep if key in ds.attrs}
         if "title" in attrs:
             attrs["title"] = f"{attrs['title']}, zero-padded {params.factor}x"
         attrs.update(
-            grid=padded,
-            model_grid=int(ds.attrs.get("model_grid", size)),
+            grid=padded[0] if len(set(padded)) == 1 else list(padded),
+            model_grid=int(ds.attrs.get("model_grid", model[0])) if len(set(model)) == 1 else list(model),
             padded_from=str(ds.attrs.get("node", "")),
             pad_factor=params.factor,
-            centre_index=padded // 2,
-            grid_units="pixel index minus N // 2 (object pixels / reciprocal pixels)",
+            centre_index=[p // 2 for p in padded],
+            grid_units="voxel index minus N // 2 (object voxels / reciprocal voxels)",
         )
-        return Plan(
-            n_scans=n,
-            chunk=min(params.chunk, n),
-            variables=collection_variables(padded),
-            coords={**per_scan, **grid_coords(padded)},
-            attrs=attrs,
-        )
+        variables = {**padded_variables(dims, padded, model),
+                     "grid_relation": Var((), (), "str", {"long_name": "the model grid of this phasing grid (JSON: "
+                                                                      "phasing_grid, window, model_grid)"})}
+        coords = {d: (d, np.arange(p, dtype=np.int64) - p // 2) for d, p in zip(dims, padded)}
+        return Plan(n_scans=n, chunk=min(params.chunk, n), variables=variables, coords={**per_scan, **coords},
+                    attrs=attrs)
 
     def compute(
         self, params: Any, inputs: dict[str, xr.Dataset], index: np.ndarray, rngs: list[np.random.Generator]
     ) -> ChunkResult:
-        from cdiplatform.simulate.objects2d import object_intensity, zero_pad
+        from cdiplatform.physics.fft import object_intensity
+        from cdiplatform.physics.grids import GridRelation, zero_pad
 
         ds = inputs["collection"]
-        amplitude = np.asarray(ds["amplitude"].values, dtype=np.float32)
-        phase = np.asarray(ds["phase"].values, dtype=np.float32)
-        amplitude = zero_pad(amplitude, factor=params.factor)
-        phase = zero_pad(phase, factor=params.factor)
-        return ChunkResult(
-            values={"intensity": object_intensity(amplitude, phase), "amplitude": amplitude, "phase": phase})
+        model = tuple(ds["amplitude"].shape[1:])
+        amplitude = zero_pad(np.asarray(ds["amplitude"].values, dtype=np.float32), factor=params.factor)
+        phase = zero_pad(np.asarray(ds["phase"].values, dtype=np.float32), factor=params.factor)
+        relation = json.dumps(GridRelation.for_zero_padding(model, factor=params.factor).to_dict())
+        return ChunkResult(values={"intensity": object_intensity(amplitude, phase), "amplitude": amplitude,
+                                   "phase": phase, "grid_relation": np.full(len(index), relation, dtype=object)})
+
+
+def padded_variables(dims: tuple[str, ...], shape: tuple[int, ...], model: tuple[int, ...]) -> dict[str, Var]:
+    """The data variables of a zero-padded simulated collection (2D or 3D)."""
+    if len(dims) == 2:
+        return collection_variables(shape[0])
+    attrs = {"intensity": {"units": "photons", "long_name": "far-field intensity |F|^2 of the padded object"},
+             "amplitude": {"units": "1", "long_name": "object modulus (truth), zero-padded"},
+             "phase": {"units": "rad", "long_name": "object phase (truth), zero-padded"}}
+    return {name: Var(dims, shape, "float32", a) for name, a in attrs.items()}

@@ -9,10 +9,12 @@ and writes per scan:
   mean phase 0), ``support`` (uint8) on the collection's grid;
 - ``chi`` (reciprocal-space error, :func:`cdiplatform.physics.metrics.chi_square`),
   ``llk`` (Poisson deviance per pixel), ``iterations``;
-- where the collection is finer than the model grid (the zero-padded 2D
+- where the collection is finer than the model grid (a zero-padded
   collection: attribute ``model_grid``, or the parameter ``model_size``):
-  ``amplitude_model`` and ``phase_model``, the centred crop on dims
-  ``y_model, x_model`` (``z_model`` in 3D);
+  ``amplitude_model`` and ``phase_model`` on dims ``y_model, x_model``
+  (``z_model`` in 3D), mapped with the collection's per-scan ``grid_relation``
+  (:func:`cdiplatform.physics.grids.phasing_to_model`; a centred crop for
+  zero-padded data);
 - where the collection holds the truth (``amplitude``, ``phase``):
   ``amplitude_error`` and ``phase_error`` after alignment, on the model grid
   when there is one.
@@ -26,6 +28,7 @@ or negative intensity are recorded as failed. Its parameters are the
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,17 +59,24 @@ def _model_grid(params: Any, ds: xr.Dataset, grid: tuple[int, ...]) -> tuple[int
     return None if model == grid else model
 
 
-def _crop(arr: np.ndarray, model: tuple[int, ...]) -> np.ndarray:
-    grid = arr.shape[-len(model) :]
-    sl = tuple(slice(n // 2 - m // 2, n // 2 - m // 2 + m) for n, m in zip(grid, model))
-    return arr[(Ellipsis, *sl)]
+def _relations(ds: xr.Dataset, grid: tuple[int, ...], model: tuple[int, ...] | None) -> list:
+    """Per scan, how the model grid sits in the collection's grid: the collection's own ``grid_relation``
+    records (a padded collection's), else a centred crop to ``model``."""
+    from cdiplatform.physics.grids import GridRelation
+
+    n = ds.sizes["scan"]
+    if "grid_relation" in ds:
+        return [GridRelation.from_dict(json.loads(str(r))) for r in ds["grid_relation"].values]
+    if model is None:
+        return [None] * n
+    return [GridRelation(phasing_grid=grid, window=grid, model_grid=model)] * n
 
 
 @register
 class Reconstruct(Stage):
     name = "reconstruct"
     inputs = (Input("collection", kinds=("collection",), variables=("intensity",),
-                    optional=("mask", "amplitude", "phase")),)
+                    optional=("mask", "amplitude", "phase", "grid_relation")),)
     output_kind = "result"
     uses_torch = True
     method = "er_hio"
@@ -196,6 +206,9 @@ class Reconstruct(Stage):
                 failed[int(i)] = f"scan {index[i]}: phase retrieval failed: {exc}"
             return ChunkResult(values=out, failed=failed)
 
+        from cdiplatform.physics.grids import phasing_to_model
+
+        relations = _relations(ds, grid, model)
         llk = poisson_llk(res.obj, intensity[ok], ndim=ndim, measured=meas_ok)
         for j, i in enumerate(ok):
             obj = remove_phase_offset(res.obj[j], weight=res.support[j])
@@ -209,14 +222,14 @@ class Reconstruct(Stage):
             out["iterations"][i] = res.iterations
             cmp_obj = obj
             if model is not None:
-                cmp_obj = _crop(obj, model)
+                cmp_obj = phasing_to_model(obj, relations[i])
                 out["amplitude_model"][i] = np.abs(cmp_obj) / peak
                 out["phase_model"][i] = np.angle(cmp_obj)
             if has_truth:
-                ta = np.asarray(ds["amplitude"].values[i])
-                tp = np.asarray(ds["phase"].values[i])
+                truth = np.asarray(ds["amplitude"].values[i]) * np.exp(1j * np.asarray(ds["phase"].values[i]))
                 if model is not None:
-                    ta, tp = _crop(ta, model), _crop(tp, model)
+                    truth = phasing_to_model(truth, relations[i])
+                ta, tp = np.abs(truth), np.angle(truth)
                 if np.any(ta > 0):
                     c = compare_with_truth(cmp_obj, ta, tp)
                     out["amplitude_error"][i] = c.amplitude_error
