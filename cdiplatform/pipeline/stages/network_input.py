@@ -28,7 +28,8 @@ class NetworkInput(Stage):
     """Resample prepared scans onto the model grid with matched oversampling."""
 
     name = "network_input"
-    inputs = (Input("collection", kinds=("collection",), variables=("intensity",), optional=("oversampling",)),)
+    inputs = (Input("collection", kinds=("collection",), variables=("intensity",),
+                    optional=("oversampling", "q_step", "q_peak")),)
     output_kind = "collection"
 
     @dataclass(frozen=True)
@@ -60,8 +61,15 @@ class NetworkInput(Stage):
                 "resampling": Var((), (), "str", {"long_name": "resampling record (JSON)"}),
                 "grid_relation": Var((), (), "str", {"long_name": "this model grid and the phasing grid it was "
                                                                  "made from (JSON: phasing_grid, window, model_grid)"}),
+                **({"q_step": Var(("axis", "xyz"), (3, 3), "float64",
+                                  {"units": "1/angstrom", "frame": "laboratory",
+                                   "long_name": "q step of each axis of this grid (the source's times window/size)"}),
+                    "q_peak": Var(("xyz",), (3,), "float64", {"units": "1/angstrom", "frame": "laboratory",
+                                                              "long_name": "q at the grid centre"})}
+                   if "q_step" in ds and "q_peak" in ds else {}),
             },
-            coords=coords | {"axis": ("axis", np.array(["z", "y", "x"], dtype=object))},
+            coords=coords | {"axis": ("axis", np.array(["z", "y", "x"], dtype=object)),
+                             **({"xyz": ("xyz", np.array(["x", "y", "z"], dtype=object))} if "q_step" in ds else {})},
             attrs={"grid": [n, n, n], "model_grid": n,
                    "target_oversampling": list(params.target_oversampling)},
         )
@@ -86,6 +94,11 @@ class NetworkInput(Stage):
             relations.append(json.dumps(GridRelation.from_network_input_record(
                 rec, phasing_grid=intensity.shape).to_dict()))
         amp = np.asarray(amps, dtype=np.float32)
-        return ChunkResult({"intensity": amp**2, "oversampling": np.asarray(overs, np.float32),
+        geometry = {}
+        if "q_step" in ds and "q_peak" in ds:  # the q range is kept: each step grows by window / size
+            factors = np.array([json.loads(r)["factor"] for r in records])
+            geometry = {"q_step": np.asarray(ds["q_step"].values) * factors[:, :, None],
+                        "q_peak": np.asarray(ds["q_peak"].values)}
+        return ChunkResult({**geometry, "intensity": amp**2, "oversampling": np.asarray(overs, np.float32),
                             "resampling": np.asarray(records, dtype=object),
                             "grid_relation": np.asarray(relations, dtype=object)})

@@ -84,8 +84,12 @@ class Prepare(Stage):
                 "oversampling": Var(("axis",), (3,), "float32", {"long_name": "oversampling ratio per axis"}),
                 "q_voxel": Var(("axis",), (3,), "float64", {"units": "1/angstrom"}),
                 "q_step": Var(("axis", "xyz"), (3, 3), "float64",
-                              {"units": "1/angstrom", "long_name": "q step vector of each grid axis (rows: z, y, x; "
+                              {"units": "1/angstrom", "frame": "laboratory",
+                               "long_name": "q step vector of each grid axis (rows: z, y, x; "
                                "columns: laboratory x, y, z), signed, after crop and binning"}),
+                "q_peak": Var(("xyz",), (3,), "float64",
+                              {"units": "1/angstrom", "frame": "laboratory",
+                               "long_name": "q at the grid centre (the Bragg peak): the Bragg vector G"}),
                 "centre_raw": Var(("axis",), (3,), "int64", {"long_name": "cube centre in the raw frames"}),
                 "steps": Var((), (), "str", {"long_name": "preparation steps (JSON)"}),
             },
@@ -113,7 +117,7 @@ class Prepare(Stage):
         from cdiplatform.ingest import prepare_scan
 
         out: dict[str, list[Any]] = {k: [] for k in ("intensity", "mask", "oversampling", "q_voxel", "q_step",
-                                                       "centre_raw", "steps")}
+                                                       "q_peak", "centre_raw", "steps")}
         for ds in inputs["raw"]:
             prepared = prepare_scan(
                 raw_scan_from_dataset(ds), dark_mode=params.dark_mode, dark_threshold=params.dark_threshold,
@@ -125,6 +129,7 @@ class Prepare(Stage):
             out["oversampling"].append(prepared.oversampling)
             out["q_voxel"].append(prepared.q_voxel)
             out["q_step"].append(np.asarray(prepared.q_step, dtype=np.float64))
+            out["q_peak"].append(np.asarray(prepared.extra["q_peak"], dtype=np.float64))
             out["centre_raw"].append(prepared.centre_raw)
             out["steps"].append(json.dumps(prepared.metadata(), default=float))
         values = {k: np.asarray(v, dtype=object if k == "steps" else None) for k, v in out.items()}
