@@ -26,10 +26,10 @@ __all__ = [
 ]
 
 #: complex arrays of the grid held per start at the peak of a :func:`~cdiplatform.phasing.phase_retrieval`
-#: (engine buffers, :mod:`cdiplatform.phasing.engine`: rho, field, weight, support, magnitude, the
-#: blur's buffer, 4.1; averaging 1; the random start and the shifted result on the way in and out, 2;
-#: the FFT library's workspace, 1; rounded up)
-ARRAYS_PER_START = 9
+#: (engine buffers, :mod:`cdiplatform.phasing.engine`: rho, field, support, magnitude, the blur's
+#: buffer, 3.1; averaging 1; the random start and the shifted result on the way in and out, 2; the
+#: FFT library's workspace, 1; rounded up)
+ARRAYS_PER_START = 8
 #: complex arrays of the grid held per scan (amplitude given, shifted and doubled, a mask: 2.1)
 ARRAYS_PER_SCAN = 3
 #: the share of the device's memory a batch may take: the whole GPU is the worker's; a CPU node
@@ -68,9 +68,9 @@ def auto_batch_size(
     between 1 and :data:`MAX_BATCH`; the estimate counts
     :data:`ARRAYS_PER_START` complex arrays of the grid per start and
     :data:`ARRAYS_PER_SCAN` per scan (``dtype``: complex64, 8 bytes a voxel).
-    Examples (complex64, 4 starts): an 80 GiB GPU takes 840 scans of 64^3,
-    105 of 128^3 and 16 of the scan-54 grid (256, 256, 210) (52 with one
-    start); a 24 GiB CPU node 78, 9 and 1 (4 with one start).
+    Examples (complex64, 4 starts): an 80 GiB GPU takes 936 scans of 64^3,
+    117 of 128^3 and 17 of the scan-54 grid (256, 256, 210) (56 with one
+    start); a 24 GiB CPU node 87, 10 and 1 (5 with one start).
 
     Parameters
     ----------

@@ -16,8 +16,6 @@ buffer            arrays    what
 ================  ========  ================================================
 ``rho``           1         current object, complex64, ``(S, K, *grid)`` (given)
 ``field``         1         its far field, then ``P_M rho`` (in place)
-``weight``        1         the support as 0/1 float32 twice a voxel, ``(..., 2)``
-                            (eager steps; the HIO/RAAR ``lerp`` and ER product)
 ``support``       1/8       bool (given; written by shrink-wrap)
 ``magnitude``     1/2       ``|rho|``, float32, then blurred (shrink-wrap)
 blur              1/2       the blur's own: half spectrum (``"fft"``) or a
@@ -29,13 +27,13 @@ blur              1/2       the blur's own: half spectrum (``"fft"``) or a
 ``ratio``         1/2       ``A / |F|`` (only with a ``measured`` mask)
 ================  ========  ================================================
 
-So 4.1 arrays per start (5.1 with averaging), plus 1.5 per scan, with
-shrink-wrap; the fused steps (``compile=True``) need no ``weight`` nor
-``amplitude2``. Passes over memory per HIO iteration, eager: the FFT pair,
-two for the modulus projection, two for the update; shrink-wrap adds the
-magnitude (three passes over a real array), the blur (``"separable"``: one
-pass per tap and axis, 21 for sigma 1 in 3D; ``"fft"``: an ``rfftn`` /
-``irfftn`` pair and one product), the maximum, the threshold and the weight.
+So 3.1 arrays per start (4.1 with averaging), plus 1.5 per scan, with
+shrink-wrap; the fused steps (``compile=True``) need no ``amplitude2``.
+Passes over memory per HIO iteration, eager: the FFT pair, two for the
+modulus projection, two for the update; shrink-wrap adds the magnitude
+(three passes over a real array), the blur (``"separable"``: one pass per
+tap and axis, 21 for sigma 1 in 3D; ``"fft"``: an ``rfftn`` / ``irfftn``
+pair and one product), the maximum and the threshold.
 
 ``S`` is the number of scans and ``K`` the number of random starts per scan.
 The iteration follows cohere's order: shrink-wrap from the current object,
@@ -201,16 +199,13 @@ def iterate(
     if settings.twin is not None and settings.twin.iteration < n_iter:
         twin_keep = _twin_keep(grid, settings.twin.halves, device)
 
-    # real views (last axis: real, imaginary); the eager steps use operands of the same
-    # layout (amplitude2, weight): broadcasting a (..., 1) operand costs several passes on CPU
+    # real views (last axis: real, imaginary); the eager modulus multiplies by the amplitude
+    # stored twice a voxel (amplitude2): a broadcast (..., 1) operand costs twice the time on CPU
     rho_r = torch.view_as_real(rho)
     field_r = torch.view_as_real(field)
-    amplitude2 = weight = None
-    if fused is None:
-        if measured is None:
-            amplitude2 = amplitude.unsqueeze(-1).expand(*amplitude.shape, 2).contiguous()
-        weight = torch.empty(rho_r.shape, dtype=torch.float32, device=device)
-        weight.copy_(support.unsqueeze(-1))
+    amplitude2 = None
+    if fused is None and measured is None:
+        amplitude2 = amplitude.unsqueeze(-1).expand(*amplitude.shape, 2).contiguous()
     ratio_r = None if ratio is None else ratio.unsqueeze(-1)
 
     history: list[tuple[int, float, np.ndarray]] = []
@@ -230,8 +225,6 @@ def iterate(
                 blurred = blur(magnitude, sw_iters[it])
                 peak = blurred.amax(dim=dims, keepdim=True)
                 torch.ge(blurred, peak.mul_(sw.threshold), out=support)
-                if weight is not None and positive is None:
-                    weight.copy_(support.unsqueeze(-1))
 
             # -- modulus projection in reciprocal space
             torch.fft.fftn(rho, dim=dims, norm="ortho", out=field)
@@ -264,8 +257,6 @@ def iterate(
                 torch.ge(field.real, 0.0, out=positive)
                 positive.logical_and_(support)
                 inside = positive
-                if weight is not None:
-                    weight.copy_(positive.unsqueeze(-1))
             if fused is not None:
                 if op == "ER":
                     fused["er"](rho_r, field_r, inside)
@@ -274,13 +265,13 @@ def iterate(
                 else:
                     fused["raar"](rho_r, field_r, inside, beta)
             elif op == "ER":
-                torch.mul(field_r, weight, out=rho_r)
+                torch.mul(field_r, inside.unsqueeze(-1), out=rho_r)
             elif op == "HIO":  # inside P_M rho, outside rho - beta P_M rho
                 rho.sub_(field, alpha=beta)
-                rho_r.lerp_(field_r, weight)
+                torch.where(inside, field, rho, out=rho)
             else:  # RAAR: inside P_M rho, outside beta rho + (1 - 2 beta) P_M rho
                 rho.mul_(beta).add_(field, alpha=1.0 - 2.0 * beta)
-                rho_r.lerp_(field_r, weight)
+                torch.where(inside, field, rho, out=rho)
 
             if twin_keep is not None and it == settings.twin.iteration:
                 rho.mul_(twin_keep)

@@ -20,12 +20,12 @@ def test_the_rule_is_the_documented_formula():
     assert batch_bytes(grid, n_starts=4) == per_scan
     assert batch_bytes(grid, n_starts=4, batch=3) == 3 * per_scan
     want = int(MEMORY_FRACTION["cuda"] * 80 * GIB // per_scan)
-    assert auto_batch_size(grid, n_starts=4, device="cuda", memory_bytes=80 * GIB) == want == 840
-    assert auto_batch_size(grid, n_starts=4, device="cpu", memory_bytes=24 * GIB) == 78
-    assert auto_batch_size((256, 256, 210), n_starts=1, device="cuda", memory_bytes=80 * GIB) == 52
+    assert auto_batch_size(grid, n_starts=4, device="cuda", memory_bytes=80 * GIB) == want == 936
+    assert auto_batch_size(grid, n_starts=4, device="cpu", memory_bytes=24 * GIB) == 87
+    assert auto_batch_size((256, 256, 210), n_starts=1, device="cuda", memory_bytes=80 * GIB) == 56
     # complex128 doubles the bytes
     assert (
-        auto_batch_size(grid, n_starts=4, device="cpu", memory_bytes=24 * GIB, dtype=torch.complex128) == 39
+        auto_batch_size(grid, n_starts=4, device="cpu", memory_bytes=24 * GIB, dtype=torch.complex128) == 43
     )
 
 
