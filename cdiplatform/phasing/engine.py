@@ -188,7 +188,9 @@ def iterate(
     if sw_iters:
         blur_method = resolve_blur(device, grid, sigma=max(sw_iters.values()), method=sw.blur)
         magnitude = torch.empty(rho.shape, dtype=torch.float32, device=device)
-        blur = GaussianBlur(rho.shape, ndim=ndim, method=blur_method, device=device)
+        blur = GaussianBlur(
+            rho.shape, ndim=ndim, method=blur_method, device=device, compiled=fused is not None
+        )
 
     ratio = unmeasured = None
     if measured is not None and fused is None:
