@@ -28,7 +28,7 @@ blur              1/2       the blur's own: half spectrum (``"fft"``) or a
 ================  ========  ================================================
 
 So 3.1 arrays per start (4.1 with averaging), plus 1.5 per scan, with
-shrink-wrap; the fused steps (``compile=True``) need no ``amplitude2``.
+shrink-wrap; a fused modulus (``compile=True`` on CUDA) needs no ``amplitude2``.
 Passes over memory per HIO iteration, eager: the FFT pair, two for the
 modulus projection, two for the update; shrink-wrap adds the magnitude
 (three passes over a real array), the blur (``"separable"``: one pass per
@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from cdiplatform.phasing.blur import GaussianBlur, gaussian_transfer, resolve_blur
-from cdiplatform.phasing.kernels import TINY, compile_available, fused_kernels, magnitude_
+from cdiplatform.phasing.kernels import TINY, compile_available, fused_kernels, fused_steps, magnitude_
 from cdiplatform.phasing.settings import PhasingSettings
 
 __all__ = ["IterationResult", "gaussian_transfer", "iterate"]
@@ -77,8 +77,10 @@ class IterationResult:
     blur : str or None
         The shrink-wrap blur method used (``"fft"`` or ``"separable"``;
         None without shrink-wrap): record it with the run.
-    compiled : bool
-        Whether the fused (``torch.compile``) steps ran.
+    compiled : tuple of str
+        The steps that ran fused by ``torch.compile`` (``settings.compile``;
+        which ones is a rule of the device, :func:`~cdiplatform.phasing.kernels.fused_steps`);
+        empty when all ran eager. Record it with the run.
     """
 
     obj: torch.Tensor
@@ -86,7 +88,7 @@ class IterationResult:
     error: torch.Tensor
     history: list[tuple[int, float, np.ndarray]]
     blur: str | None = None
-    compiled: bool = False
+    compiled: tuple[str, ...] = ()
 
 
 def _grid_dims(ndim: int) -> tuple[int, ...]:
@@ -146,7 +148,8 @@ def iterate(
     settings : PhasingSettings
         ``settings.shrink_wrap.blur`` is resolved here for the data's device
         and grid (:func:`~cdiplatform.phasing.blur.resolve_blur`);
-        ``settings.compile`` asks for the fused steps.
+        ``settings.compile`` asks for the fused steps that pay on the device
+        (:func:`~cdiplatform.phasing.kernels.fused_steps`).
     ndim : int
         2 or 3.
     measured : torch.Tensor, bool, ``(S, 1, *grid)``, optional
@@ -168,11 +171,13 @@ def iterate(
     seq = settings.algorithm
     n_iter = seq.n_iterations
     beta = float(settings.beta)
-    fused = None
+    fusing: tuple[str, ...] = ()
+    fused = {}
     if settings.compile:
         ok, why = compile_available(device)
         if not ok:
             raise RuntimeError(f"compile=True but torch.compile cannot build kernels here: {why}")
+        fusing = fused_steps(device)
         fused = fused_kernels()
 
     field = torch.empty_like(rho)
@@ -189,11 +194,11 @@ def iterate(
         blur_method = resolve_blur(device, grid, sigma=max(sw_iters.values()), method=sw.blur)
         magnitude = torch.empty(rho.shape, dtype=torch.float32, device=device)
         blur = GaussianBlur(
-            rho.shape, ndim=ndim, method=blur_method, device=device, compiled=fused is not None
+            rho.shape, ndim=ndim, method=blur_method, device=device, compiled="blur" in fusing
         )
 
     ratio = unmeasured = None
-    if measured is not None and fused is None:
+    if measured is not None and "modulus" not in fusing:
         ratio = torch.empty(rho.shape, dtype=torch.float32, device=device)
         unmeasured = ~measured
     positive = torch.empty(rho.shape, dtype=torch.bool, device=device) if settings.positivity else None
@@ -206,7 +211,7 @@ def iterate(
     rho_r = torch.view_as_real(rho)
     field_r = torch.view_as_real(field)
     amplitude2 = None
-    if fused is None and measured is None:
+    if "modulus" not in fusing and measured is None:
         amplitude2 = amplitude.unsqueeze(-1).expand(*amplitude.shape, 2).contiguous()
     ratio_r = None if ratio is None else ratio.unsqueeze(-1)
 
@@ -220,7 +225,7 @@ def iterate(
         for _ in range(count):
             # -- shrink-wrap from the current object
             if it in sw_iters:
-                if fused is None:
+                if "magnitude" not in fusing:
                     magnitude_(rho_r, magnitude)
                 else:
                     fused["magnitude"](rho_r, magnitude)
@@ -236,7 +241,7 @@ def iterate(
                 err = fourier_error(field, amplitude, measured, ndim).cpu().numpy()
                 history.append((it, t_record - t_start - t_recording, err))
                 t_recording += time.perf_counter() - t_record
-            if fused is not None:
+            if "modulus" in fusing:
                 if measured is None:
                     fused["modulus"](field_r, amplitude)
                 else:
@@ -259,7 +264,7 @@ def iterate(
                 torch.ge(field.real, 0.0, out=positive)
                 positive.logical_and_(support)
                 inside = positive
-            if fused is not None:
+            if "update" in fusing:
                 if op == "ER":
                     fused["er"](rho_r, field_r, inside)
                 elif op == "HIO":
@@ -285,5 +290,5 @@ def iterate(
     torch.fft.fftn(obj, dim=dims, norm="ortho", out=field)
     error = fourier_error(field, amplitude, measured, ndim)
     return IterationResult(
-        obj=obj, support=support, error=error, history=history, blur=blur_method, compiled=fused is not None
+        obj=obj, support=support, error=error, history=history, blur=blur_method, compiled=fusing
     )

@@ -15,10 +15,13 @@ preallocated buffers:
 - ER: ``rho = y S``: one pass.
 
 The *fused* steps are pure expressions of the same quantities, compiled
-once per process and shape by ``torch.compile`` into one pass each; they
-are used only when asked (``PhasingSettings(compile=True)``): on the CPUs
-measured here inductor's loops were slower than the eager passes
-(docs/phasing.md), on CUDA they are measured by ``tests/benchmarks/gpu/device_bench.py``.
+once per process and shape by ``torch.compile`` into one pass each, used
+when asked (``PhasingSettings(compile=True)``) for the steps where they pay
+on the device (:func:`fused_steps`, a fixed rule): on this CPU the
+magnitude and the separable blur (the blur 3-4 times faster than eager,
+docs/phasing.md), not the modulus nor the update (inductor's loops over
+interleaved complex data were 2-3 times slower than the eager passes); on
+CUDA all of them, to be confirmed by ``tests/benchmarks/gpu/device_bench.py``.
 :func:`compile_available` says whether a compiler is there.
 """
 
@@ -30,9 +33,25 @@ import shutil
 
 import torch
 
-__all__ = ["TINY", "compile_available", "fused_kernels", "magnitude_"]
+__all__ = ["FUSED_STEPS", "TINY", "compile_available", "fused_kernels", "fused_steps", "magnitude_"]
 
 TINY = 1e-30
+
+#: the steps ``compile=True`` fuses, per device type: where it measurably pays (docs/phasing.md)
+FUSED_STEPS = {
+    "cpu": ("magnitude", "blur"),
+    "cuda": ("magnitude", "blur", "modulus", "update"),
+}
+
+
+def fused_steps(device) -> tuple[str, ...]:
+    """The steps that ``compile=True`` runs fused on ``device`` (only its type counts).
+
+    Names: ``"magnitude"`` (``|rho|`` for shrink-wrap), ``"blur"`` (the
+    separable blur, one kernel an axis), ``"modulus"`` (the modulus
+    projection), ``"update"`` (the ER / HIO / RAAR step).
+    """
+    return FUSED_STEPS.get(torch.device(device).type, FUSED_STEPS["cpu"])
 
 
 def magnitude_(rho_r: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

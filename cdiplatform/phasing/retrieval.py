@@ -45,8 +45,8 @@ class PhasingResult:
     blur : str or None
         The shrink-wrap blur the run used (``"fft"`` or ``"separable"``), to
         record with it; None without shrink-wrap.
-    compiled : bool
-        Whether the fused (``torch.compile``) steps ran.
+    compiled : tuple of str
+        The steps that ran fused by ``torch.compile`` (empty: all eager).
     """
 
     obj: np.ndarray
@@ -57,7 +57,7 @@ class PhasingResult:
     iterations: int
     history: list
     blur: str | None = None
-    compiled: bool = False
+    compiled: tuple[str, ...] = ()
 
 
 def _as_tensor(x, device, dtype) -> torch.Tensor:

@@ -130,10 +130,13 @@ class PhasingSettings:
         Record the reciprocal-space error and the elapsed time every this many
         iterations (0: never); the device is synchronized only then.
     compile : bool
-        Run the elementwise steps as kernels fused by ``torch.compile``
-        (:mod:`cdiplatform.phasing.kernels`) instead of the eager in-place
-        passes; the same results to float32 rounding. Off by default: on the
-        CPUs measured it was slower (docs/phasing.md).
+        Run the steps where it pays on the device (on CPU the magnitude and
+        the separable blur of shrink-wrap; on CUDA also the modulus
+        projection and the update) as kernels fused by ``torch.compile``
+        (:mod:`cdiplatform.phasing.kernels`) instead of eager in-place
+        passes; the same results to float32 rounding. Off by default: the
+        first run of a process on a new grid spends seconds compiling, and it
+        needs a compiler (a C++ compiler on CPU, Triton on CUDA).
     """
 
     algorithm: str | AlgorithmSequence = "3*(20*ER+180*HIO)+20*ER"

@@ -9,7 +9,7 @@ import torch
 from cdiplatform.phasing import PhasingSettings, ShrinkWrap, TwinRemoval
 from cdiplatform.phasing.blur import gaussian_transfer
 from cdiplatform.phasing.engine import _twin_keep, iterate
-from cdiplatform.phasing.kernels import compile_available
+from cdiplatform.phasing.kernels import compile_available, fused_steps
 from cdiplatform.physics.fft import far_field
 
 
@@ -83,7 +83,7 @@ def test_eager_steps_are_the_textbook_iteration(batch, kw, masked):
     np.testing.assert_allclose(
         out.obj.numpy(), ref_rho.numpy(), rtol=0, atol=1e-4 * scale
     )  # float32 rounding, grown over 16 iterations
-    assert not out.compiled
+    assert out.compiled == ()
 
 
 def test_history_carries_iteration_seconds_and_error(batch):
@@ -121,7 +121,8 @@ def test_fused_steps_match_the_eager_ones(batch, masked):
     fused = iterate(
         amp, rho0.clone(), sup0.clone(), PhasingSettings(**kw, compile=True), ndim=3, measured=measured
     )
-    assert fused.compiled and not eager.compiled
+    assert fused.compiled == fused_steps("cpu") and eager.compiled == ()
+    assert "blur" in fused.compiled and fused.blur == "separable"
     assert int((fused.support != eager.support).sum()) <= 2
     scale = float(eager.obj.abs().max())
     np.testing.assert_allclose(fused.obj.numpy(), eager.obj.numpy(), rtol=0, atol=1e-4 * scale)
