@@ -53,7 +53,7 @@ from cdiplatform.phasing.blur import GaussianBlur, gaussian_transfer, resolve_bl
 from cdiplatform.phasing.kernels import TINY, compile_available, fused_kernels, fused_steps, magnitude_
 from cdiplatform.phasing.settings import PhasingSettings
 
-__all__ = ["IterationResult", "gaussian_transfer", "iterate"]
+__all__ = ["IterationResult", "gaussian_transfer", "iterate", "time_to_error"]
 
 _TINY = TINY
 
@@ -89,6 +89,26 @@ class IterationResult:
     history: list[tuple[int, float, np.ndarray]]
     blur: str | None = None
     compiled: tuple[str, ...] = ()
+
+
+def time_to_error(
+    history: list[tuple[int, float, np.ndarray]], error: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """When each start first reached ``error``: (iteration, seconds), each ``(S, K)``.
+
+    Reads a ``history`` of ``(iteration, seconds, error (S, K))`` (``record_every``);
+    starts that never got to ``error`` or below get iteration -1 and seconds NaN.
+    The resolution is that of the records.
+    """
+    if not history:
+        raise ValueError("the history is empty: run with record_every > 0")
+    errs = np.stack([h[2] for h in history])  # (records, S, K)
+    reached = errs <= error
+    first = np.argmax(reached, axis=0)
+    ok = reached.any(axis=0)
+    its = np.array([h[0] for h in history])[first]
+    secs = np.array([h[1] for h in history], dtype=np.float64)[first]
+    return np.where(ok, its, -1), np.where(ok, secs, np.nan)
 
 
 def _grid_dims(ndim: int) -> tuple[int, ...]:

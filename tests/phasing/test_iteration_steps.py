@@ -8,7 +8,7 @@ import torch
 
 from cdiplatform.phasing import PhasingSettings, ShrinkWrap, TwinRemoval
 from cdiplatform.phasing.blur import gaussian_transfer
-from cdiplatform.phasing.engine import _twin_keep, iterate
+from cdiplatform.phasing.engine import _twin_keep, iterate, time_to_error
 from cdiplatform.phasing.kernels import compile_available, fused_steps
 from cdiplatform.physics.fft import far_field
 
@@ -95,6 +95,19 @@ def test_history_carries_iteration_seconds_and_error(batch):
     assert seconds[0] >= 0 and all(b > a for a, b in itertools.pairwise(seconds))
     assert all(h[2].shape == (2, 3) and h[2].dtype == np.float64 for h in out.history)
     assert np.all(out.history[-1][2] < out.history[0][2])
+    target = float(np.median(out.history[1][2]))
+    its, secs = time_to_error(out.history, target)
+    errs = np.stack([h[2] for h in out.history])
+    for s in range(2):
+        for k in range(3):
+            hit = [h[0] for h in out.history if h[2][s, k] <= target]
+            assert its[s, k] == (hit[0] if hit else -1)
+            assert (np.isnan(secs[s, k]) and not hit) or secs[s, k] == seconds[
+                [h[0] for h in out.history].index(hit[0])
+            ]
+    assert (its == 4).sum() >= 3 and np.all(errs[1][its == 4] <= target)
+    with pytest.raises(ValueError, match="history is empty"):
+        time_to_error([], 0.1)
 
 
 def test_compile_refused_clearly_without_a_compiler(batch, monkeypatch, tmp_path):
