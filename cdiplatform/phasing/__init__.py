@@ -5,6 +5,8 @@ first axis, ``scan``), runs in torch on the data's device, returns NumPy arrays.
 """
 
 from cdiplatform.phasing.algorithm import AlgorithmSequence, parse_algorithm
+from cdiplatform.phasing.batching import auto_batch_size
+from cdiplatform.phasing.blur import resolve_blur
 from cdiplatform.phasing.recipes import RECIPES, recipe
 from cdiplatform.phasing.retrieval import PhasingResult, phase_retrieval
 from cdiplatform.phasing.settings import PhasingSettings, ShrinkWrap, TwinRemoval
@@ -16,7 +18,9 @@ __all__ = [
     "PhasingSettings",
     "ShrinkWrap",
     "TwinRemoval",
+    "auto_batch_size",
     "parse_algorithm",
     "phase_retrieval",
     "recipe",
+    "resolve_blur",
 ]

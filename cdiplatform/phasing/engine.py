@@ -6,19 +6,34 @@ with no ``fftshift`` copies; the data are shifted once on the way in and the
 result once on the way out. All buffers are allocated once, on the device of
 the data, and the iteration updates them in place. The transforms are
 unitary (``norm="ortho"``), so the object comes out on the platform's scale
-(:mod:`cdiplatform.physics.fft`):
+(:mod:`cdiplatform.physics.fft`).
 
-================  ======================================================
-buffer            what
-================  ======================================================
-``rho``           current object, complex64, ``(S, K, *grid)``
-``field``         its far field, then the projection ``P_M rho`` (in place)
-``average``       sum of the last iterates (only with ``average_last``)
-``blur``          real |rho| blurred by a Fourier-space Gaussian (shrink-wrap)
-``blur_hat``      its half spectrum (``rfftn``)
-``support``       bool
-``amplitude``     measured magnitudes, float32, ``(S, 1, *grid)``, shared by the K starts
-================  ======================================================
+Buffers, in complex64 arrays of the grid (8 bytes a voxel) per start (``S K``
+of them) or per scan (``S``):
+
+================  ========  ================================================
+buffer            arrays    what
+================  ========  ================================================
+``rho``           1         current object, complex64, ``(S, K, *grid)`` (given)
+``field``         1         its far field, then ``P_M rho`` (in place)
+``support``       1/8       bool (given; written by shrink-wrap)
+``magnitude``     1/2       ``|rho|``, float32, then blurred (shrink-wrap)
+blur              1/2       the blur's own: half spectrum (``"fft"``) or a
+                            spare float32 array (``"separable"``)
+``average``       1         sum of the last iterates (only with ``average_last``)
+``amplitude``     1/2 / S   measured magnitudes, float32, ``(S, 1, *grid)`` (given)
+``amplitude2``    1 / S     the same twice a voxel, ``(S, 1, *grid, 2)`` (eager
+                            modulus; shared by the K starts)
+``ratio``         1/2       ``A / |F|`` (only with a ``measured`` mask)
+================  ========  ================================================
+
+So 3.1 arrays per start (4.1 with averaging), plus 1.5 per scan, with
+shrink-wrap; a fused modulus (``compile=True`` on CUDA) needs no ``amplitude2``.
+Passes over memory per HIO iteration, eager: the FFT pair, two for the
+modulus projection, two for the update; shrink-wrap adds the magnitude
+(three passes over a real array), the blur (``"separable"``: one pass per
+tap and axis, 21 for sigma 1 in 3D; ``"fft"``: an ``rfftn`` / ``irfftn``
+pair and one product), the maximum and the threshold.
 
 ``S`` is the number of scans and ``K`` the number of random starts per scan.
 The iteration follows cohere's order: shrink-wrap from the current object,
@@ -28,17 +43,19 @@ twin removal, averaging.
 
 from __future__ import annotations
 
-import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from cdiplatform.phasing.blur import GaussianBlur, gaussian_transfer, resolve_blur
+from cdiplatform.phasing.kernels import TINY, compile_available, fused_kernels, fused_steps, magnitude_
 from cdiplatform.phasing.settings import PhasingSettings
 
-__all__ = ["IterationResult", "iterate"]
+__all__ = ["IterationResult", "gaussian_transfer", "iterate", "time_to_error"]
 
-_TINY = 1e-30
+_TINY = TINY
 
 
 @dataclass
@@ -52,38 +69,50 @@ class IterationResult:
     support : torch.Tensor, bool, ``(S, K, *grid)``
     error : torch.Tensor, float64, ``(S, K)``
         Reciprocal-space error of ``obj`` (see :func:`fourier_error`).
-    history : list of (int, ndarray)
-        ``(iteration, error (S, K))`` recorded every ``record_every`` iterations.
+    history : list of (int, float, ndarray)
+        ``(iteration, seconds, error (S, K))`` recorded every ``record_every``
+        iterations and at the last: the error of the iterate entering that
+        iteration, and the seconds of iterating until then (the device
+        synchronized; the time spent computing the recorded errors left out).
+    blur : str or None
+        The shrink-wrap blur method used (``"fft"`` or ``"separable"``;
+        None without shrink-wrap): record it with the run.
+    compiled : tuple of str
+        The steps that ran fused by ``torch.compile`` (``settings.compile``;
+        which ones is a rule of the device, :func:`~cdiplatform.phasing.kernels.fused_steps`);
+        empty when all ran eager. Record it with the run.
     """
 
     obj: torch.Tensor
     support: torch.Tensor
     error: torch.Tensor
-    history: list[tuple[int, np.ndarray]]
+    history: list[tuple[int, float, np.ndarray]]
+    blur: str | None = None
+    compiled: tuple[str, ...] = ()
+
+
+def time_to_error(
+    history: list[tuple[int, float, np.ndarray]], error: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """When each start first reached ``error``: (iteration, seconds), each ``(S, K)``.
+
+    Reads a ``history`` of ``(iteration, seconds, error (S, K))`` (``record_every``);
+    starts that never got to ``error`` or below get iteration -1 and seconds NaN.
+    The resolution is that of the records.
+    """
+    if not history:
+        raise ValueError("the history is empty: run with record_every > 0")
+    errs = np.stack([h[2] for h in history])  # (records, S, K)
+    reached = errs <= error
+    first = np.argmax(reached, axis=0)
+    ok = reached.any(axis=0)
+    its = np.array([h[0] for h in history])[first]
+    secs = np.array([h[1] for h in history], dtype=np.float64)[first]
+    return np.where(ok, its, -1), np.where(ok, secs, np.nan)
 
 
 def _grid_dims(ndim: int) -> tuple[int, ...]:
     return tuple(range(-ndim, 0))
-
-
-def gaussian_transfer(grid: tuple[int, ...], sigma: float, *, device, half: bool = True) -> torch.Tensor:
-    """Fourier transform of a unit-sum Gaussian of std ``sigma`` pixels, unshifted layout.
-
-    Returns the real ``exp(-2 pi**2 sigma**2 |f|**2)`` on the ``rfftn`` half
-    grid (``half=True``) or the full grid, with ``f`` in cycles per pixel.
-    """
-    out = None
-    for axis, n in enumerate(grid):
-        if half and axis == len(grid) - 1:
-            f = torch.fft.rfftfreq(n, device=device, dtype=torch.float64)
-        else:
-            f = torch.fft.fftfreq(n, device=device, dtype=torch.float64)
-        g = torch.exp(-2.0 * math.pi**2 * sigma**2 * f**2)
-        shape = [1] * len(grid)
-        shape[axis] = -1
-        g = g.reshape(shape)
-        out = g if out is None else out * g
-    return out.to(torch.float32)
 
 
 def _twin_keep(grid: tuple[int, ...], halves: tuple[int, ...], device) -> torch.Tensor:
@@ -112,6 +141,11 @@ def fourier_error(
     return num / den
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def iterate(
     amplitude: torch.Tensor,
     rho: torch.Tensor,
@@ -132,6 +166,10 @@ def iterate(
     support : torch.Tensor, bool, ``(S, K, *grid)``
         Starting supports; overwritten by shrink-wrap.
     settings : PhasingSettings
+        ``settings.shrink_wrap.blur`` is resolved here for the data's device
+        and grid (:func:`~cdiplatform.phasing.blur.resolve_blur`);
+        ``settings.compile`` asks for the fused steps that pay on the device
+        (:func:`~cdiplatform.phasing.kernels.fused_steps`).
     ndim : int
         2 or 3.
     measured : torch.Tensor, bool, ``(S, 1, *grid)``, optional
@@ -141,6 +179,11 @@ def iterate(
     Returns
     -------
     IterationResult
+
+    Raises
+    ------
+    RuntimeError
+        When ``settings.compile`` is set and no compiler is available here.
     """
     dims = _grid_dims(ndim)
     grid = tuple(rho.shape[-ndim:])
@@ -148,6 +191,14 @@ def iterate(
     seq = settings.algorithm
     n_iter = seq.n_iterations
     beta = float(settings.beta)
+    fusing: tuple[str, ...] = ()
+    fused = {}
+    if settings.compile:
+        ok, why = compile_available(device)
+        if not ok:
+            raise RuntimeError(f"compile=True but torch.compile cannot build kernels here: {why}")
+        fusing = fused_steps(device)
+        fused = fused_kernels()
 
     field = torch.empty_like(rho)
     average = torch.zeros_like(rho) if settings.average_last > 0 else None
@@ -158,16 +209,16 @@ def iterate(
     if sw is not None:
         its = sw.iterations(n_iter)
         sw_iters = {it: sw.sigma_at(k, len(its)) for k, it in enumerate(its)}
-    blur = blur_hat = transfer = None
-    transfer_sigma = None
+    blur_method = magnitude = blur = None
     if sw_iters:
-        blur = torch.empty(rho.shape, dtype=torch.float32, device=device)
-        half_shape = rho.shape[:-1] + (grid[-1] // 2 + 1,)
-        blur_hat = torch.empty(half_shape, dtype=torch.complex64, device=device)
+        blur_method = resolve_blur(device, grid, sigma=max(sw_iters.values()), method=sw.blur)
+        magnitude = torch.empty(rho.shape, dtype=torch.float32, device=device)
+        blur = GaussianBlur(
+            rho.shape, ndim=ndim, method=blur_method, device=device, compiled="blur" in fusing
+        )
 
-    ratio = None
-    unmeasured = None
-    if measured is not None:
+    ratio = unmeasured = None
+    if measured is not None and "modulus" not in fusing:
         ratio = torch.empty(rho.shape, dtype=torch.float32, device=device)
         unmeasured = ~measured
     positive = torch.empty(rho.shape, dtype=torch.bool, device=device) if settings.positivity else None
@@ -175,39 +226,49 @@ def iterate(
     if settings.twin is not None and settings.twin.iteration < n_iter:
         twin_keep = _twin_keep(grid, settings.twin.halves, device)
 
-    # real views (last axis: real, imaginary): products of complex by real arrays run about
-    # twice as fast on them as on the complex tensors (no promotion of the real factor)
+    # real views (last axis: real, imaginary); the eager modulus multiplies by the amplitude
+    # stored twice a voxel (amplitude2): a broadcast (..., 1) operand costs twice the time on CPU
     rho_r = torch.view_as_real(rho)
     field_r = torch.view_as_real(field)
-    amp_r = amplitude.unsqueeze(-1)
-    blur_hat_r = None if blur_hat is None else torch.view_as_real(blur_hat)
+    amplitude2 = None
+    if "modulus" not in fusing and measured is None:
+        amplitude2 = amplitude.unsqueeze(-1).expand(*amplitude.shape, 2).contiguous()
     ratio_r = None if ratio is None else ratio.unsqueeze(-1)
 
-    history: list[tuple[int, np.ndarray]] = []
+    history: list[tuple[int, float, np.ndarray]] = []
     record = settings.record_every
+    _synchronize(device)
+    t_start = time.perf_counter()
+    t_recording = 0.0
     it = 0
     for op, count in seq.steps:
         for _ in range(count):
             # -- shrink-wrap from the current object
             if it in sw_iters:
-                sigma = sw_iters[it]
-                if sigma != transfer_sigma:
-                    transfer = gaussian_transfer(grid, sigma, device=device).unsqueeze(-1)
-                    transfer_sigma = sigma
-                torch.linalg.vector_norm(rho_r, dim=-1, out=blur)  # |rho|
-                torch.fft.rfftn(blur, dim=dims, out=blur_hat)
-                blur_hat_r.mul_(transfer)
-                torch.fft.irfftn(blur_hat, s=grid, dim=dims, out=blur)
-                peak = blur.amax(dim=dims, keepdim=True)
-                torch.ge(blur, peak.mul_(sw.threshold), out=support)
+                if "magnitude" not in fusing:
+                    magnitude_(rho_r, magnitude)
+                else:
+                    fused["magnitude"](rho_r, magnitude)
+                blurred = blur(magnitude, sw_iters[it])
+                peak = blurred.amax(dim=dims, keepdim=True)
+                torch.ge(blurred, peak.mul_(sw.threshold), out=support)
 
             # -- modulus projection in reciprocal space
             torch.fft.fftn(rho, dim=dims, norm="ortho", out=field)
             if record and (it % record == 0 or it == n_iter - 1):
-                history.append((it, fourier_error(field, amplitude, measured, ndim).cpu().numpy()))
-            if measured is None:
+                _synchronize(device)
+                t_record = time.perf_counter()
+                err = fourier_error(field, amplitude, measured, ndim).cpu().numpy()
+                history.append((it, t_record - t_start - t_recording, err))
+                t_recording += time.perf_counter() - t_record
+            if "modulus" in fusing:
+                if measured is None:
+                    fused["modulus"](field_r, amplitude)
+                else:
+                    fused["modulus_measured"](field_r, amplitude, measured)
+            elif measured is None:
                 field.sgn_()
-                field_r.mul_(amp_r)
+                field_r.mul_(amplitude2)
             else:
                 torch.abs(field, out=ratio)
                 ratio.clamp_min_(_TINY)
@@ -223,9 +284,16 @@ def iterate(
                 torch.ge(field.real, 0.0, out=positive)
                 positive.logical_and_(support)
                 inside = positive
-            if op == "ER":
+            if "update" in fusing:
+                if op == "ER":
+                    fused["er"](rho_r, field_r, inside)
+                elif op == "HIO":
+                    fused["hio"](rho_r, field_r, inside, beta)
+                else:
+                    fused["raar"](rho_r, field_r, inside, beta)
+            elif op == "ER":
                 torch.mul(field_r, inside.unsqueeze(-1), out=rho_r)
-            elif op == "HIO":
+            elif op == "HIO":  # inside P_M rho, outside rho - beta P_M rho
                 rho.sub_(field, alpha=beta)
                 torch.where(inside, field, rho, out=rho)
             else:  # RAAR: inside P_M rho, outside beta rho + (1 - 2 beta) P_M rho
@@ -241,4 +309,6 @@ def iterate(
     obj = rho if average is None else average.div_(settings.average_last)
     torch.fft.fftn(obj, dim=dims, norm="ortho", out=field)
     error = fourier_error(field, amplitude, measured, ndim)
-    return IterationResult(obj=obj, support=support, error=error, history=history)
+    return IterationResult(
+        obj=obj, support=support, error=error, history=history, blur=blur_method, compiled=fusing
+    )

@@ -39,8 +39,14 @@ class PhasingResult:
     best : ndarray, int, ``(S, keep_best)``
         Indices of the kept starts, best first.
     iterations : int
-    history : list of (int, ndarray ``(S, K)``)
-        Errors recorded during the iterations (``record_every``).
+    history : list of (int, float, ndarray ``(S, K)``)
+        ``(iteration, seconds, error)`` recorded during the iterations
+        (``record_every``; see :class:`cdiplatform.phasing.engine.IterationResult`).
+    blur : str or None
+        The shrink-wrap blur the run used (``"fft"`` or ``"separable"``), to
+        record with it; None without shrink-wrap.
+    compiled : tuple of str
+        The steps that ran fused by ``torch.compile`` (empty: all eager).
     """
 
     obj: np.ndarray
@@ -50,6 +56,8 @@ class PhasingResult:
     best: np.ndarray
     iterations: int
     history: list
+    blur: str | None = None
+    compiled: tuple[str, ...] = ()
 
 
 def _as_tensor(x, device, dtype) -> torch.Tensor:
@@ -259,4 +267,6 @@ def phase_retrieval(
         best=order,
         iterations=settings.algorithm.n_iterations,
         history=raw.history,
+        blur=raw.blur,
+        compiled=raw.compiled,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cdiplatform.phasing.algorithm import AlgorithmSequence, parse_algorithm
+from cdiplatform.phasing.blur import BLUR_METHODS
 
 __all__ = ["ShrinkWrap", "TwinRemoval", "PhasingSettings"]
 
@@ -33,6 +34,12 @@ class ShrinkWrap:
         is ``start=1, period=1``.
     stop : int, optional
         No update at or after this iteration.
+    blur : {"auto", "fft", "separable"}
+        How the Gaussian blur is computed (:mod:`cdiplatform.phasing.blur`):
+        between an FFT pair, or as a separable real-space convolution that
+        gives the same support up to a few voxels at the threshold; ``"auto"``
+        resolves it by a fixed rule of device and grid (:func:`~cdiplatform.phasing.blur.resolve_blur`),
+        and the run reports the method it used.
     """
 
     threshold: float = 0.1
@@ -41,8 +48,13 @@ class ShrinkWrap:
     period: int = 1
     start: int = 1
     stop: int | None = None
+    blur: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.blur != "auto" and self.blur not in BLUR_METHODS:
+            raise ValueError(
+                f"shrink-wrap blur must be one of auto, {', '.join(BLUR_METHODS)}; not {self.blur!r}"
+            )
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"shrink-wrap threshold must be in (0, 1), not {self.threshold}")
         if self.sigma <= 0 or (self.sigma_final is not None and self.sigma_final <= 0):
@@ -115,7 +127,16 @@ class PhasingSettings:
     keep_best : int
         Starts with the smallest reciprocal-space error that are aligned and averaged.
     record_every : int
-        Record the reciprocal-space error every this many iterations (0: never).
+        Record the reciprocal-space error and the elapsed time every this many
+        iterations (0: never); the device is synchronized only then.
+    compile : bool
+        Run the steps where it pays on the device (on CPU the magnitude and
+        the separable blur of shrink-wrap; on CUDA also the modulus
+        projection and the update) as kernels fused by ``torch.compile``
+        (:mod:`cdiplatform.phasing.kernels`) instead of eager in-place
+        passes; the same results to float32 rounding. Off by default: the
+        first run of a process on a new grid spends seconds compiling, and it
+        needs a compiler (a C++ compiler on CPU, Triton on CUDA).
     """
 
     algorithm: str | AlgorithmSequence = "3*(20*ER+180*HIO)+20*ER"
@@ -130,6 +151,7 @@ class PhasingSettings:
     n_starts: int = 1
     keep_best: int = 1
     record_every: int = 0
+    compile: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algorithm", parse_algorithm(self.algorithm))

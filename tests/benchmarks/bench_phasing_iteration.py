@@ -1,89 +1,97 @@
 """Cost of one phase-retrieval iteration against the FFT pair it needs, and peak memory.
 
-    python tests/benchmarks/bench_phasing_iteration.py [--threads N] [--repeats R]
+    python tests/benchmarks/bench_phasing_iteration.py [--threads 2] [--rounds 12] [--cases 64,128,scan54]
+                                                       [--iterations 3] [--compile] [--no-memory]
 
-For each case (64^3 with 16 in a batch, 128^3 with 2), on the same arrays in
-the same run:
+For each case (64^3 with 16 in a batch, 128^3 with 2, the scan-54 grid
+(256, 256, 210) with 1), on the same arrays in the same run, in *rounds*:
+each round times, one after the other,
 
-- the floor: one ``fftn`` + ``ifftn`` pair (complex64, unitary, preallocated output);
-- an HIO iteration of the engine (targets: <= 1.5x the pair);
-- an HIO iteration with Gaussian shrink-wrap at every iteration (target <= 2.5x).
+- the floor: ``fftn`` + ``ifftn`` (complex64, unitary, preallocated output);
+- a plain HIO iteration of the engine (target <= 1.1x the pair);
+- an HIO iteration with Gaussian shrink-wrap at every iteration (sigma 1),
+  once with each blur (``fft``, ``separable``; target <= 1.5x the pair for
+  the one the rule picks, marked ``*``);
+- with ``--compile``, HIO + shrink-wrap with the fused steps too.
 
-An iteration's cost is the difference between runs of ``n2`` and ``n1``
-iterations divided by ``n2 - n1`` (so set-up and the final error cost cancel);
-each figure is the fastest of ``repeats`` runs (the machine is shared: the
-minimum is the least disturbed).
+An iteration's cost is the difference between runs of ``1 + n`` and ``1``
+iterations divided by ``n`` (set-up and the final error cancel). Each
+round's figures are divided by that round's pair, so a change of the
+machine's load between rounds cancels; the table gives the median ratio over
+the rounds, its spread (the interquartile range) and the medians of the
+first and the second half of the rounds: when those two differ by more than
+10%, take more rounds (or a quieter machine). The load average is printed
+before and after.
 
 Peak memory: a fresh subprocess runs 20 iterations of HIO + shrink-wrap +
-averaging on one 128^3 scan and reports the growth of its resident set (sampled every
-0.2 ms by a thread) over the data it was given, in complex64 arrays of the grid (target <= 12).
+averaging on one 128^3 scan and reports the growth of its resident set
+(sampled every 0.2 ms by a thread) over the data it was given, in complex64
+arrays of the grid (target <= 12).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from cdiplatform.phasing import PhasingSettings, ShrinkWrap
+from cdiplatform.phasing import PhasingSettings, ShrinkWrap, resolve_blur
 from cdiplatform.phasing.engine import iterate
 
-CASES = [((64, 64, 64), 16), ((128, 128, 128), 2)]
+CASES = {"64": ((64, 64, 64), 16), "128": ((128, 128, 128), 2), "scan54": ((256, 256, 210), 1)}
 
 
-def _data(grid, batch, seed=0):
-    rng = np.random.default_rng(seed)
-    amp = torch.from_numpy(rng.random((batch, 1) + grid, dtype=np.float32))
-    rho = torch.from_numpy((rng.random((batch, 1) + grid, dtype=np.float32) + 0j).astype(np.complex64))
-    sup = torch.zeros((batch, 1) + grid, dtype=torch.bool)
-    sup[(Ellipsis,) + tuple(slice(n // 4, 3 * n // 4) for n in grid)] = True
+def sync(device) -> None:
+    """Wait for the device (CUDA runs asynchronously), so that a host clock reads its time."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_data(grid, batch, *, seed=0, device="cpu"):
+    """Random amplitude, start and a box support of a batch, ``(batch, 1, *grid)``, on ``device``."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    amp = torch.rand((batch, 1) + grid, generator=g).to(device)
+    rho = torch.randn((batch, 1) + grid, dtype=torch.complex64, generator=g).to(device)
+    sup = torch.zeros((batch, 1) + grid, dtype=torch.bool, device=device)
+    sup[(Ellipsis, *tuple(slice(n // 4, 3 * n // 4) for n in grid))] = True
     return amp, rho, sup
 
 
-def _time(fn, repeats):
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return min(out)
-
-
-def fft_pair_seconds(rho, repeats, n=5):
+def fft_pair_seconds(rho, buf, n):
+    """Seconds of one unitary ``fftn`` + ``ifftn`` pair of ``rho`` into ``buf`` (mean of ``n``)."""
     dims = (-3, -2, -1)
-    buf = torch.empty_like(rho)
-
-    def run():
-        for _ in range(n):
-            torch.fft.fftn(rho, dim=dims, norm="ortho", out=buf)
-            torch.fft.ifftn(buf, dim=dims, norm="ortho", out=buf)
-
-    run()
-    return _time(run, repeats) / n
+    sync(rho.device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        torch.fft.fftn(rho, dim=dims, norm="ortho", out=buf)
+        torch.fft.ifftn(buf, dim=dims, norm="ortho", out=buf)
+    sync(rho.device)
+    return (time.perf_counter() - t0) / n
 
 
-def iteration_seconds(amp, rho0, sup0, shrink, repeats, n1=2, n2=7):
-    def run(n):
-        s = PhasingSettings(
-            algorithm=f"{n}*HIO",
-            shrink_wrap=ShrinkWrap(threshold=0.1, sigma=1.0, start=0) if shrink else None,
-            twin=None,
-        )
+def iteration_seconds(amp, rho0, sup0, shrink: ShrinkWrap | None, n: int, compile_: bool = False) -> float:
+    """Seconds of one HIO iteration of the engine: runs of ``1 + n`` and 1 iterations, differenced."""
+
+    def run(k):
+        s = PhasingSettings(algorithm=f"{k}*HIO", shrink_wrap=shrink, twin=None, compile=compile_)
         rho, sup = rho0.clone(), sup0.clone()
+        sync(rho.device)
         t0 = time.perf_counter()
         iterate(amp, rho, sup, s, ndim=3)
+        sync(rho.device)
         return time.perf_counter() - t0
 
-    run(n1)
-    t1 = min(run(n1) for _ in range(repeats))
-    t2 = min(run(n2) for _ in range(repeats))
-    return (t2 - t1) / (n2 - n1)
+    return (run(1 + n) - run(1)) / n
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 _MEMORY_CHILD = r"""
@@ -108,7 +116,6 @@ def rss_kib():
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * page // 1024
 base = rss_kib()
-maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 sampled = [base]
 running = True
 def sample():  # the current resident set every 0.2 ms: a peak that no earlier high-water mark hides
@@ -117,10 +124,9 @@ def sample():  # the current resident set every 0.2 ms: a peak that no earlier h
         threading.Event().wait(0.0002)
 t = threading.Thread(target=sample, daemon=True); t.start()
 s = PhasingSettings(algorithm="10*HIO+10*ER", shrink_wrap=ShrinkWrap(start=0), twin=None, average_last=10)
-iterate(amp, rho, sup, s, ndim=3)
+out = iterate(amp, rho, sup, s, ndim=3)
 running = False; t.join()
-peak = max(sampled)
-print(json.dumps({"base_kib": base, "peak_kib": peak, "maxrss_before_kib": maxrss_before}))
+print(json.dumps({"base_kib": base, "peak_kib": max(sampled), "blur": out.blur}))
 """
 
 
@@ -138,33 +144,79 @@ def peak_memory_arrays(threads: int) -> dict:
     return rec
 
 
+def measure_case(grid, batch, *, rounds: int, n: int, compile_: bool) -> dict:
+    amp, rho, sup = make_data(grid, batch)
+    buf = torch.empty_like(rho)
+    sw = ShrinkWrap(threshold=0.1, sigma=1.0, start=0)
+    variants = {
+        "HIO": (None, False),
+        "HIO+SW fft": (ShrinkWrap(threshold=0.1, sigma=1.0, start=0, blur="fft"), False),
+        "HIO+SW separable": (ShrinkWrap(threshold=0.1, sigma=1.0, start=0, blur="separable"), False),
+    }
+    if compile_:
+        variants["HIO+SW compiled"] = (sw, True)
+        iteration_seconds(amp, rho, sup, sw, 1, True)  # compile outside the rounds
+    fft_pair_seconds(rho, buf, 2)  # plans
+    for shrink, comp in variants.values():
+        iteration_seconds(amp, rho, sup, shrink, 1, comp)  # warm-up
+    pair, ratios = [], {k: [] for k in variants}
+    for _ in range(rounds):
+        p = fft_pair_seconds(rho, buf, n)
+        pair.append(p)
+        for name, (shrink, comp) in variants.items():
+            ratios[name].append(iteration_seconds(amp, rho, sup, shrink, n, comp) / p)
+    half = rounds // 2
+    stats = {}
+    for name, r in ratios.items():
+        r = np.asarray(r)
+        q1, q3 = np.percentile(r, [25, 75])
+        first, second = np.median(r[:half]), np.median(r[half:])
+        stats[name] = {
+            "median": float(np.median(r)),
+            "iqr": (float(q1), float(q3)),
+            "halves": (float(first), float(second)),
+            "halves_differ": float(abs(first - second) / max(np.median(r), 1e-12)),
+        }
+    return {"pair_ms": float(np.median(pair)) * 1e3, "ratios": stats}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--iterations", type=int, default=3, help="n: iterations timed per measurement")
+    ap.add_argument("--cases", default="64,128,scan54")
+    ap.add_argument("--compile", action="store_true", help="also time the fused (torch.compile) steps")
+    ap.add_argument("--no-memory", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device cpu")
-    print(f"{'case':>16} {'fft pair':>10} {'HIO':>10} {'ratio':>6} {'HIO+SW':>10} {'ratio':>6}")
-    for grid, batch in CASES:
-        amp, rho, sup = _data(grid, batch)
-        pair = fft_pair_seconds(rho, args.repeats)
-        hio = iteration_seconds(amp, rho, sup, False, args.repeats)
-        hsw = iteration_seconds(amp, rho, sup, True, args.repeats)
-        name = f"{grid[0]}^3 x {batch}"
-        print(
-            f"{name:>16} {pair * 1e3:8.1f}ms {hio * 1e3:8.1f}ms {hio / pair:6.2f}"
-            f" {hsw * 1e3:8.1f}ms {hsw / pair:6.2f}"
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device cpu, rounds {args.rounds}")
+    print(f"load average before: {loadavg()}")
+    results = {}
+    for case in args.cases.split(","):
+        grid, batch = CASES[case]
+        results[case] = measure_case(
+            grid, batch, rounds=args.rounds, n=args.iterations, compile_=args.compile
         )
-    mem = peak_memory_arrays(args.threads)
-    print(
-        f"peak memory, one 128^3 reconstruction (HIO+ER, shrink-wrap, averaging): "
-        f"growth {mem['growth_complex_arrays']:.1f}"
-        f" + given {mem['total_complex_arrays'] - mem['growth_complex_arrays']:.1f}"
-        f" = {mem['total_complex_arrays']:.1f} complex64 arrays of the grid (target <= 12)"
-    )
-    print(f"KiB: resident set before {mem['base_kib']}, sampled peak {mem['peak_kib']}")
-    _ = resource  # noqa: F841
+        rule = resolve_blur("cpu", grid)
+        name = f"{'x'.join(map(str, grid))} x {batch}"
+        print(f"\n{name}: FFT pair {results[case]['pair_ms']:.1f} ms (median); the rule's blur: {rule}")
+        print(f"{'variant':>18} {'x pair':>7} {'IQR':>13} {'halves':>13} {'differ':>7}")
+        for variant, st in results[case]["ratios"].items():
+            mark = "*" if variant.endswith(rule) else " "
+            print(
+                f"{variant:>17}{mark} {st['median']:7.2f} {st['iqr'][0]:6.2f}-{st['iqr'][1]:<6.2f}"
+                f" {st['halves'][0]:6.2f}/{st['halves'][1]:<6.2f} {st['halves_differ'] * 100:6.1f}%"
+            )
+    print(f"\nload average after: {loadavg()}")
+    if not args.no_memory:
+        mem = peak_memory_arrays(args.threads)
+        print(
+            f"peak memory, one 128^3 reconstruction (HIO+ER, shrink-wrap {mem['blur']}, averaging): "
+            f"growth {mem['growth_complex_arrays']:.1f}"
+            f" + given {mem['total_complex_arrays'] - mem['growth_complex_arrays']:.1f}"
+            f" = {mem['total_complex_arrays']:.1f} complex64 arrays of the grid (target <= 12)"
+        )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def test_error_reduction_never_rises_with_fixed_support(objects_2d):
         algorithm="60*ER", shrink_wrap=None, twin=None, record_every=1, n_starts=3, keep_best=1
     )
     res = phase_retrieval(amp, ndim=2, settings=settings, support=support, seed=5)
-    hist = np.stack([e for _, e in res.history])  # (iterations, S, K)
+    hist = np.stack([e for _, _, e in res.history])  # (iterations, S, K)
     assert hist.shape == (60, len(obj), 3)
     rises = np.diff(hist, axis=0)
     assert np.all(rises <= 1e-6 * hist[:-1] + 1e-9), rises.max()
