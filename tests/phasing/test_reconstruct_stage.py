@@ -37,7 +37,7 @@ def _params(stage, **kw):
 def test_plan_and_compute(padded_collection):
     stage = get_stage("reconstruct")()
     assert stage.output_kind == "result" and stage.method == "er_hio"
-    assert [i.name for i in stage.input_specs()] == ["collection"]
+    assert [i.name for i in stage.input_specs()] == ["collection", "seed"]
     params = _params(stage)
     plan = stage.plan(params, {"collection": padded_collection})
     assert plan.n_scans == 4 and plan.chunk == 2
@@ -52,7 +52,7 @@ def test_plan_and_compute(padded_collection):
     assert set(res.values) == set(plan.variables)
     for name, var in plan.variables.items():
         assert res.values[name].shape == (4, *var.shape), name
-        assert res.values[name].dtype == np.dtype(var.dtype), name
+        assert res.values[name].dtype == var.numpy_dtype, name
     assert not res.failed
     ok = [0, 1, 2, 3]
     assert np.all(res.values["chi"][ok] < 5e-3)

@@ -72,11 +72,46 @@ def _relations(ds: xr.Dataset, grid: tuple[int, ...], model: tuple[int, ...] | N
     return [GridRelation(phasing_grid=grid, window=grid, model_grid=model)] * n
 
 
+def _records(settings) -> list[int]:
+    """The iterations at which the engine records the error (``record_every``; and the last one)."""
+    every, n = settings.record_every, settings.algorithm.n_iterations
+    return sorted({i for i in range(0, n, every)} | {n - 1}) if every else []
+
+
+def _phase_in_batches(amplitude, params, *, ndim, measured, rngs, device, start, support):
+    """phase_retrieval over batches of ``batch_size`` scans (0: cdiplatform.phasing.auto_batch_size), joined.
+
+    Returns the joined result, the batch size, and per scan the recorded times ``(S, R)`` and errors
+    ``(S, R, K)`` of its own batch. A scan's result does not depend on its batch.
+    """
+    from cdiplatform.phasing import PhasingResult, auto_batch_size, phase_retrieval
+
+    n, grid = len(amplitude), amplitude.shape[1:]
+    size = params.batch_size or auto_batch_size(grid, n_starts=params.phasing.n_starts, device=device)
+    size = max(1, min(size, n))
+    parts = []
+    for b in range(0, n, size):
+        sl = slice(b, b + size)
+        seeded = {} if start is None else {"start": start[sl], "support": support[sl]}
+        parts.append(phase_retrieval(amplitude[sl], ndim=ndim, settings=params.phasing, rngs=rngs[sl], device=device,
+                                     measured=None if measured is None else measured[sl], **seeded))
+    joined = {name: np.concatenate([getattr(p, name) for p in parts])
+              for name in ("obj", "support", "error", "start_errors", "best")}
+    seconds = np.concatenate([np.tile([h[1] for h in p.history], (len(p.obj), 1)) for p in parts])
+    errors = (np.concatenate([np.stack([h[2] for h in p.history], axis=1) for p in parts]) if parts[0].history
+              else np.zeros((n, 0, params.phasing.n_starts)))
+    result = PhasingResult(**joined, iterations=parts[0].iterations, history=[], blur=parts[0].blur,
+                           compiled=parts[0].compiled)
+    return result, size, seconds.reshape(n, -1), errors
+
+
 @register
 class Reconstruct(Stage):
     name = "reconstruct"
     inputs = (Input("collection", kinds=("collection",), variables=("intensity",),
-                    optional=("mask", "amplitude", "phase", "grid_relation")),)
+                    optional=("mask", "amplitude", "phase", "grid_relation")),
+              Input("seed", kinds=("result",), variables=("amplitude", "phase"), optional=("grid_relation",),
+                    required=False))
     output_kind = "result"
     uses_torch = True
     method = "er_hio"
@@ -93,6 +128,13 @@ class Reconstruct(Stage):
         model_size: int = 0
         #: ``auto`` (cuda if available), ``cpu`` or ``cuda``
         device: str = "auto"
+        #: scans phased together on one device (0: automatic, from the grid and the device's memory,
+        #: cdiplatform.phasing.auto_batch_size); the chunk is the unit of writing and resuming
+        batch_size: int = 0
+        #: a seeded start (the ``seed`` input): the support is the seed's amplitude above this fraction
+        #: of its maximum, dilated by ``seed_dilation`` voxels
+        seed_support_threshold: float = 0.1
+        seed_dilation: int = 1
         #: scans per task (and per zarr chunk of the result)
         chunk: int = 64
 
@@ -103,8 +145,13 @@ class Reconstruct(Stage):
         ndim = ds["intensity"].ndim - 1
         if ndim not in _GRID_DIMS or ds["intensity"].dims[1:] != _GRID_DIMS[ndim]:
             raise ValueError(f"reconstruct: intensity dims {ds['intensity'].dims} are not (scan, [z,] y, x)")
-        if params.chunk < 1:
-            raise ValueError(f"reconstruct: chunk must be >= 1, got {params.chunk}")
+        if params.chunk < 1 or params.batch_size < 0:
+            raise ValueError(f"reconstruct: chunk must be >= 1 and batch_size >= 0, got {params.chunk}, "
+                             f"{params.batch_size}")
+        if "seed" in inputs:
+            from cdiplatform.pipeline.stages._seeding import check_seed
+
+            check_seed(ds, inputs["seed"], stage="reconstruct")
         _model_grid(params, ds, tuple(ds["intensity"].shape[1:]))
 
     def plan(self, params: Any, inputs: dict[str, xr.Dataset]) -> Plan:
@@ -122,7 +169,15 @@ class Reconstruct(Stage):
             "chi": var((), (), "float64", "sum (|F|-A)^2 / sum A^2 over measured pixels"),
             "llk": var((), (), "float64", "Poisson deviance per measured pixel"),
             "iterations": Var((), (), "int32", {"long_name": "iterations run"}),
+            "blur": Var((), (), "str", {"long_name": "how the shrink-wrap blurred: fft or separable "
+                                                    "(a rule of device and grid, kept with the run)"}),
         }
+        records = _records(params.phasing)
+        if records:
+            variables["history_seconds"] = var(("record",), (len(records),), "float64",
+                                               "time to each recorded iteration (best start)", "s")
+            variables["history_chi"] = var(("record",), (len(records),), "float64",
+                                           "reciprocal-space error at each recorded iteration (best start)")
         model = _model_grid(params, ds, shape)
         if model is not None:
             mdims = tuple(f"{d}_model" for d in dims)
@@ -138,9 +193,12 @@ class Reconstruct(Stage):
                 (), (), "float64", "RMS phase error inside the true support, aligned", "rad"
             )
         coords = {d: (d, np.asarray(ds[d].values)) for d in dims if d in ds.coords}
+        if records:
+            coords["record"] = ("record", np.asarray(records, dtype=np.int64), {"long_name": "iteration"})
         attrs = {
-            "method": self.method,
+            "method": "er_hio_nn" if "seed" in inputs else self.method,
             "algorithm": str(params.phasing.algorithm),
+            "batch_size": params.batch_size or "auto: cdiplatform.phasing.auto_batch_size(grid, n_starts, device)",
             "model_grid": list(model) if model is not None else list(shape),
         }
         return Plan(
@@ -150,7 +208,6 @@ class Reconstruct(Stage):
     def compute(
         self, params: Any, inputs: dict[str, xr.Dataset], index: np.ndarray, rngs: list[np.random.Generator]
     ) -> ChunkResult:
-        from cdiplatform.phasing import phase_retrieval
         from cdiplatform.physics.align import remove_phase_offset
         from cdiplatform.physics.metrics import compare_with_truth, poisson_llk
 
@@ -180,7 +237,12 @@ class Reconstruct(Stage):
             "chi": np.full(n, np.nan),
             "llk": np.full(n, np.nan),
             "iterations": np.zeros(n, np.int32),
+            "blur": np.full(n, "", dtype=object),
         }
+        records = _records(params.phasing)
+        if records:
+            out["history_seconds"] = np.full((n, len(records)), np.nan)
+            out["history_chi"] = np.full((n, len(records)), np.nan)
         if model is not None:
             out["amplitude_model"] = np.full((n, *model), np.nan, np.float32)
             out["phase_model"] = np.full((n, *model), np.nan, np.float32)
@@ -192,15 +254,18 @@ class Reconstruct(Stage):
             return ChunkResult(values=out, failed=failed)
 
         meas_ok = None if measured is None else measured[ok]
+        device = resolve_device(params.device)
+        start = start_support = None
+        if "seed" in inputs:
+            from cdiplatform.pipeline.stages._seeding import seed_objects
+
+            start, start_support = seed_objects(ds, inputs["seed"], support_threshold=params.seed_support_threshold,
+                                                dilation=params.seed_dilation)
+            start, start_support = start[ok], start_support[ok]
         try:
-            res = phase_retrieval(
-                np.sqrt(intensity[ok]),
-                ndim=ndim,
-                settings=params.phasing,
-                measured=meas_ok,
-                rngs=[rngs[i] for i in ok],
-                device=resolve_device(params.device),
-            )
+            res, _, hist_seconds, hist_errors = _phase_in_batches(
+                np.sqrt(intensity[ok]), params, ndim=ndim, measured=meas_ok, rngs=[rngs[i] for i in ok],
+                device=device, start=start, support=start_support)
         except (FloatingPointError, RuntimeError) as exc:
             for i in ok:
                 failed[int(i)] = f"scan {index[i]}: phase retrieval failed: {exc}"
@@ -220,6 +285,10 @@ class Reconstruct(Stage):
             out["chi"][i] = res.error[j]
             out["llk"][i] = llk[j]
             out["iterations"][i] = res.iterations
+            out["blur"][i] = res.blur or ""
+            if "history_chi" in out:
+                out["history_seconds"][i] = hist_seconds[j]
+                out["history_chi"][i] = hist_errors[j, :, int(res.best[j, 0])]
             cmp_obj = obj
             if model is not None:
                 cmp_obj = phasing_to_model(obj, relations[i])
