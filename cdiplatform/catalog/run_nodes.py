@@ -139,6 +139,10 @@ def run_template(*, scans: Sequence[Any], chunk: int, variables: Mapping[str, Va
     n = len(scans)
     if n < 1:
         raise ValueError(f"a stage must produce at least one scan, the plan says {n}")
+    taken = sorted(set(variables) & set(BOOKKEEPING))
+    if taken:
+        raise ValueError(f"the variable name(s) {taken} belong to the bookkeeping every run node carries "
+                         f"({', '.join(BOOKKEEPING)}): name them otherwise")
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, the plan says {chunk}")
     ids = np.asarray(scans)

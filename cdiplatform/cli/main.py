@@ -166,6 +166,20 @@ def _tunnel(handle) -> str:
     return tunnel_command(handle) or ""
 
 
+def _benchmark_table(catalog: Path, node: str) -> Table:
+    """Per method of a benchmark node: median errors and seconds, the flags counted."""
+    from cdiplatform.catalog import open_catalog
+    from cdiplatform.pipeline.stages.benchmark import summary_rows
+
+    table = Table(title=text(f"{node}: medians per method"))
+    for col in ("method", "scans", "chi", "amplitude error", "phase error (rad)", "seconds", "good", "twin",
+                "failed"):
+        table.add_column(col)
+    for row in summary_rows(open_catalog(catalog).open(node).load()):
+        table.add_row(*(text(v if not isinstance(v, float) else f"{v:.4g}") for v in row.values()))
+    return table
+
+
 def _run_once(job, *, handle, target: Path, new_run: bool, break_lock: bool = False, locked: bool = False) -> int:
     """One run of the job on a connected cluster, with progress bars and a summary; the failed scans' count."""
     from cdiplatform.pipeline.runlog import RunLog
@@ -199,6 +213,9 @@ def _run_once(job, *, handle, target: Path, new_run: bool, break_lock: bool = Fa
                               on_stage_start=start, on_progress=advance, on_stage_end=end, log=log,
                               break_lock=break_lock, command=" ".join(sys.argv), lock=not locked)
     out.print(_summary(reports))
+    for r in reports:
+        if r.node.startswith("benchmarks/") and r.state != "complete":
+            out.print(_benchmark_table(target, r.node))
     if all(r.state == "complete" for r in reports):
         say("everything was already complete: nothing recomputed, nothing rewritten")
         report_file.unlink(missing_ok=True)
