@@ -14,6 +14,7 @@ from rich.table import Table
 from cdiplatform.cli._console import CdipGroup, err, fail, out, say, text
 from cdiplatform.cli.catalog_cmds import catalog_app
 from cdiplatform.cli.ingest_cmds import ingest_app
+from cdiplatform.cli.report_cmds import report
 
 app = typer.Typer(
     name="cdip",
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(ingest_app, name="ingest")
+app.command("report")(report)
 
 ClusterOpt = Annotated[str, typer.Option(help="local | slurm | slurm:PATH.yaml | tcp://ADDRESS")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="worker processes (local) or SLURM jobs")]
