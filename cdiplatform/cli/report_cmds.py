@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,12 +12,13 @@ from cdiplatform.cli._console import err, say
 
 def report(
     catalog: Annotated[Path, typer.Argument(help="catalog (.zarr)", metavar="CATALOG")],
-    nodes: Annotated[Optional[list[str]], typer.Argument(
+    nodes: Annotated[list[str] | None, typer.Argument(
         help="benchmarks/..., results/... or collections/... nodes (default: every benchmark and result)",
         show_default=False, metavar="[NODES]...")] = None,
-    out: Annotated[Optional[Path], typer.Option(
-        metavar="DIR", help="folder of the site (default: <catalog>.report beside the catalog); an earlier report there "
-             "is replaced")] = None,
+    out: Annotated[Path | None, typer.Option(
+        metavar="DIR",
+        help="folder of the site (default: <catalog>.report beside the catalog); an earlier report there is replaced",
+    )] = None,
 ) -> None:
     """Write the HTML report of a catalog: a summary page and a page per scan, openable without a server."""
     from cdiplatform.report import build_report

@@ -26,6 +26,7 @@ ERROR_LABELS = {
     "phase_error": "phase error (RMS rad, common support)",
 }
 _DPI = 80
+_MPL = tuple(int(v) for v in matplotlib.__version__.split(".")[:2])
 _AMPLITUDE_FLOOR = 0.1  # phase is drawn where the amplitude exceeds this share of its maximum
 
 
@@ -79,8 +80,9 @@ def error_histograms(errors: Mapping[str, Mapping[str, np.ndarray]], path: Path,
     if not metrics:
         raise ValueError("error_histograms: no finite error to draw")
     fig = Figure(figsize=(4.2 * len(metrics), 3.3))
-    axes = fig.subplots(1, len(metrics), squeeze=False, gridspec_kw=dict(
-        left=0.5 / (4.2 * len(metrics)), right=0.98, bottom=0.16, top=0.86 if title else 0.94, wspace=0.25))[0]
+    axes = fig.subplots(1, len(metrics), squeeze=False, gridspec_kw={
+        "left": 0.5 / (4.2 * len(metrics)), "right": 0.98, "bottom": 0.16, "top": 0.86 if title else 0.94,
+        "wspace": 0.25})[0]
     for ax, metric in zip(axes, metrics):
         finite = {name: v[np.isfinite(v)] for name, per in errors.items()
                   if (v := np.asarray(per.get(metric, []), float)).size}
@@ -119,10 +121,11 @@ def time_per_method(seconds: Mapping[str, np.ndarray], path: Path, *, title: str
         raise ValueError("time_per_method: no finite time to draw")
     height = 0.6 * len(finite) + 1.4
     fig = Figure(figsize=(6.5, height))
-    ax = fig.subplots(gridspec_kw=dict(left=0.3, right=0.97, bottom=0.55 / height,
-                                       top=1 - (0.35 if title else 0.1) / height))
+    ax = fig.subplots(gridspec_kw={"left": 0.3, "right": 0.97, "bottom": 0.55 / height,
+                                   "top": 1 - (0.35 if title else 0.1) / height})
     names = list(finite)
-    ax.boxplot([finite[k] for k in names], vert=False, widths=0.6)
+    horizontal = {"orientation": "horizontal"} if _MPL >= (3, 10) else {"vert": False}  # vert: deprecated in 3.11
+    ax.boxplot([finite[k] for k in names], widths=0.6, **horizontal)
     ax.set_yticks(range(1, len(names) + 1),
                   [f"{k}\nmedian {np.median(finite[k]):.3g} s ({finite[k].size})" for k in names])
     ax.set_xscale("log")
@@ -233,9 +236,9 @@ def central_slices(amplitude: np.ndarray, phase: np.ndarray, path: Path, *, titl
     amplitude = amplitude / peak
     centre = _centre(amplitude)
     limit = phase_limit or shared_phase_limit([amplitude], [phase])
-    rows = [("amplitude", _planes(amplitude, centre), dict(cmap=_cmap("gray_r"), vmin=0, vmax=1)),
+    rows = [("amplitude", _planes(amplitude, centre), {"cmap": _cmap("gray_r"), "vmin": 0, "vmax": 1}),
             ("phase (rad)", _planes(np.where(amplitude > _AMPLITUDE_FLOOR, phase, np.nan), centre),
-             dict(cmap=_cmap("RdBu_r"), vmin=-limit, vmax=limit))]
+             {"cmap": _cmap("RdBu_r"), "vmin": -limit, "vmax": limit})]
     if strain is not None:
         strain = np.asarray(strain, float)
         support = np.ones(strain.shape, bool) if strain_support is None else np.asarray(strain_support) != 0
@@ -255,7 +258,7 @@ def central_slices(amplitude: np.ndarray, phase: np.ndarray, path: Path, *, titl
             limit = 0.0
         limit = limit if np.isfinite(limit) and limit > 0 else 1e-4
         rows.append((label, _planes(shown, _centre(support[box].astype(float)), coords),
-                     dict(cmap=_cmap("PuOr_r"), vmin=-limit, vmax=limit)))
+                     {"cmap": _cmap("PuOr_r"), "vmin": -limit, "vmax": limit}))
     return _save(_mosaic(rows, title), path)
 
 
@@ -295,7 +298,7 @@ def _mosaic(rows: list[tuple[str, list[tuple[str, np.ndarray]], dict[str, Any]]]
     ax.set_xlim(0, width)
     ax.set_ylim(top, 0)
     ax.set_axis_off()
-    text = dict(fontsize=9, color="#222")
+    text = {"fontsize": 9, "color": "#222"}
     if title:
         ax.text(width / 2, 3, title, ha="center", va="top", fontsize=11, weight="bold", color="#222")
     for _, y, x, plane_title in placed:
@@ -336,8 +339,8 @@ def convergence(histories: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Pa
     if not cleaned and not points:
         raise ValueError("convergence: no history and no point to draw")
     fig = Figure(figsize=(9.0, 3.2))
-    ax_conv, ax_time = fig.subplots(1, 2, gridspec_kw=dict(left=0.08, right=0.98, bottom=0.15,
-                                                            top=0.84 if title else 0.9, wspace=0.22))
+    ax_conv, ax_time = fig.subplots(1, 2, gridspec_kw={"left": 0.08, "right": 0.98, "bottom": 0.15,
+                                                       "top": 0.84 if title else 0.9, "wspace": 0.22})
     cycle = iter(f"C{i}" for i in range(100))
     colours = {name: next(cycle) for name in dict.fromkeys([*cleaned, *points])}
     for name, (sec, chi) in cleaned.items():

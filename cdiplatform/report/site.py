@@ -32,7 +32,7 @@ from cdiplatform.catalog.provenance import software_info
 from cdiplatform.errors import ReportError
 from cdiplatform.report import figures as fig
 from cdiplatform.report.names import safe_name
-from cdiplatform.report.sources import Group, Method, NodeRef, Sources, scan_ids, select_groups
+from cdiplatform.report.sources import Group, Method, NodeRef, Sources, select_groups
 
 __all__ = ["MARKER", "ReportSite", "build_report"]
 
@@ -112,9 +112,9 @@ def build_report(catalog: str | os.PathLike | Catalog, *, nodes: Sequence[str] |
         (tmp / MARKER).write_text(json.dumps({"catalog": str(cat.path.resolve()), "nodes": list(nodes or []),
                                               "generated": writer.generated}) + "\n")
         _replace(tmp, out)
-    rel = lambda paths: tuple(out / p.relative_to(tmp) for p in paths)  # noqa: E731
-    pages = rel(writer.pages)
-    return ReportSite(out, pages[0], pages, rel(writer.figures), tuple(writer.notes))
+    pages = tuple(out / p.relative_to(tmp) for p in writer.pages)
+    figures = tuple(out / p.relative_to(tmp) for p in writer.figures)
+    return ReportSite(out, pages[0], pages, figures, tuple(writer.notes))
 
 
 # ---------------------------------------------------------------------- the folder
@@ -190,7 +190,7 @@ class _Writer:
         self.pages: list[Path] = []
         self.figures: list[Path] = []
         self.notes: list[str] = []
-        self.generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.generated = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         self.env = Environment(loader=PackageLoader("cdiplatform.report", "templates"),
                                autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
                                trim_blocks=True, lstrip_blocks=True)
@@ -375,61 +375,63 @@ class _Writer:
         """One method's object for a scan (amplitude, phase; strain from its post-processing), or why not."""
         if method.result is None:
             return {"why": "no result node recorded for this method"}
-        ds = self.sources.open(method.result)
-        ids = scan_ids(ds["scan"].values)
-        if scan not in ids:
-            return {"why": f"scan {scan} is not in {self._name(method.result)}"}
-        pos = ids.index(scan)
-        if "status" in ds:
-            status = int(ds["status"].values[pos])
-            if status == STATUS_FAILED:
-                return {"why": f"failed: {ds['reason'].values[pos] if 'reason' in ds else ''}"}
-            if status != STATUS_OK:
-                return {"why": "not computed yet (pending)"}
+        ref, ds = method.result, self.sources.open(method.result)
+        pos = self.sources.position(ref, scan)
+        if pos is None:
+            return {"why": f"scan {scan} is not in {self._name(ref)}"}
+        why = self._status(ref, pos)
+        if why:
+            return {"why": why}
         model = "amplitude_model" in ds and "phase_model" in ds
         a_name, p_name = ("amplitude_model", "phase_model") if model else ("amplitude", "phase")
         if a_name not in ds or p_name not in ds:
-            return {"why": f"{self._name(method.result)} holds no amplitude and phase"}
-        amplitude = np.asarray(ds[a_name].isel(scan=pos).values, dtype=float)
+            return {"why": f"{self._name(ref)} holds no amplitude and phase"}
+        amplitude = self.sources.scan_values(ref, a_name, pos).astype(float)
         if not np.isfinite(amplitude).any():
             return {"why": "no values stored for this scan"}
-        got: dict[str, Any] = {"amplitude": amplitude, "phase": np.asarray(ds[p_name].isel(scan=pos).values, float)}
+        got: dict[str, Any] = {"amplitude": amplitude, "phase": self.sources.scan_values(ref, p_name, pos).astype(float)}
         got.update(self._strain(method, scan))
         return got
 
+    def _status(self, ref: NodeRef, pos: int) -> str:
+        """Why a run node holds nothing for the scan at ``pos`` ('' when it is ok, or not a run node)."""
+        ds = self.sources.open(ref)
+        if "status" not in ds:
+            return ""
+        status = int(self.sources.scan_values(ref, "status", pos))
+        if status == STATUS_FAILED:
+            return f"failed: {self.sources.scan_values(ref, 'reason', pos) if 'reason' in ds else ''}"
+        return "" if status == STATUS_OK else "not computed yet (pending)"
+
     def _strain(self, method: Method, scan: Any) -> dict[str, Any]:
-        if method.postprocess is None:
+        ref = method.postprocess
+        if ref is None:
             return {}
-        ds = self.sources.open(method.postprocess)
-        ids = scan_ids(ds["scan"].values)
-        name = self._name(method.postprocess)
-        if scan not in ids or "strain" not in ds:
-            return {"strain_why": f"no strain for this scan in {name}"}
-        pos = ids.index(scan)
-        if "status" in ds and int(ds["status"].values[pos]) != STATUS_OK:
-            reason = ds["reason"].values[pos] if "reason" in ds else ""
-            return {"strain_why": f"post-processing failed: {reason}"}
-        strain = np.asarray(ds["strain"].isel(scan=pos).values, float)
-        grid_dims = ds["strain"].dims[1:]
-        support = (np.asarray(ds["support"].isel(scan=pos).values) if "support" in ds
+        ds = self.sources.open(ref)
+        pos = self.sources.position(ref, scan)
+        if pos is None or "strain" not in ds:
+            return {"strain_why": f"no strain for this scan in {self._name(ref)}"}
+        why = self._status(ref, pos)
+        if why:
+            return {"strain_why": f"post-processing {why}"}
+        strain = self.sources.scan_values(ref, "strain", pos).astype(float)
+        grid = ds["strain"].dims[1:]
+        support = (self.sources.scan_values(ref, "support", pos) if "support" in ds
                    else np.isfinite(strain) & (strain != 0))
-        coords = [np.asarray(ds[d].values, float) for d in grid_dims] if all(d in ds.coords for d in grid_dims) else None
+        coords = [np.asarray(ds[d].values, float) for d in grid] if all(d in ds.coords for d in grid) else None
         return {"strain": strain, "support": support, "coords": coords}
 
     def _truth(self, group: Group, scan: Any) -> dict[str, Any] | None:
-        if group.collection is None:
+        ref = group.collection
+        if ref is None or "amplitude" not in self.sources.open(ref) or "phase" not in self.sources.open(ref):
             return None
-        ds = self.sources.open(group.collection)
-        if "amplitude" not in ds or "phase" not in ds:
+        pos = self.sources.position(ref, scan)
+        if pos is None:
             return None
-        ids = scan_ids(ds["scan"].values)
-        if scan not in ids:
+        amplitude = self.sources.scan_values(ref, "amplitude", pos).astype(float)
+        if not np.isfinite(amplitude).any() or np.nanmax(amplitude) <= 0:
             return None
-        pos = ids.index(scan)
-        amplitude = np.asarray(ds["amplitude"].isel(scan=pos).values, float)
-        if not np.isfinite(amplitude).any() or amplitude.max() <= 0:
-            return None
-        return {"amplitude": amplitude, "phase": np.asarray(ds["phase"].isel(scan=pos).values, float)}
+        return {"amplitude": amplitude, "phase": self.sources.scan_values(ref, "phase", pos).astype(float)}
 
     @staticmethod
     def _crops(objects: list[dict[str, Any]]) -> dict[tuple[int, ...], tuple[slice, ...]]:
@@ -446,14 +448,12 @@ class _Writer:
         histories, points = {}, {}
         for j, label in enumerate(table.methods):
             method = group.methods.get(label)
-            ds = self.sources.open(method.result) if method is not None and method.result is not None else None
-            if ds is not None and "history_seconds" in ds and "history_chi" in ds:
-                ids = scan_ids(ds["scan"].values)
-                if scan in ids:
-                    pos = ids.index(scan)
-                    histories[label] = (np.asarray(ds["history_seconds"].isel(scan=pos).values),
-                                        np.asarray(ds["history_chi"].isel(scan=pos).values))
-                    continue
+            ref = method.result if method is not None else None
+            pos = None if ref is None else self.sources.position(ref, scan)
+            if pos is not None and {"history_seconds", "history_chi"} <= set(self.sources.open(ref).data_vars):
+                histories[label] = (self.sources.scan_values(ref, "history_seconds", pos),
+                                    self.sources.scan_values(ref, "history_chi", pos))
+                continue
             if "chi" in table.values and "seconds" in table.values:
                 points[label] = (float(table.values["seconds"][i, j]), float(table.values["chi"][i, j]))
         without = [m for m in table.methods if m not in histories]
@@ -468,15 +468,14 @@ class _Writer:
     def _metadata(self, group: Group, scan: Any) -> list[dict[str, str]]:
         if group.collection is None:
             return []
-        ds = self.sources.open(group.collection)
-        ids = scan_ids(ds["scan"].values)
-        if scan not in ids:
+        ref = group.collection
+        pos = self.sources.position(ref, scan)
+        if pos is None:
             return []
-        pos = ids.index(scan)
-        rows = [{"name": "collection", "value": self._name(group.collection)}]
-        for name, coord in ds.coords.items():
+        rows = [{"name": "collection", "value": self._name(ref)}]
+        for name, coord in self.sources.open(ref).coords.items():
             if name != "scan" and coord.dims == ("scan",):
-                rows.append({"name": str(name), "value": str(coord.values[pos])})
+                rows.append({"name": str(name), "value": str(self.sources.scan_values(ref, str(name), pos))})
         return rows
 
 

@@ -47,6 +47,8 @@ BENCHMARK_VALUES = ("chi", "llk", "amplitude_error", "phase_error", "seconds", "
 #: numbers of a result node's own scans, for groups without a benchmark
 RESULT_VALUES = ("chi", "llk", "amplitude_error", "phase_error", "seconds", "iterations")
 _STATUS = dict(enumerate(STATUS_MEANINGS.split()))
+#: largest zarr chunk of one variable that Sources.scan_values keeps in memory
+BLOCK_BYTES = 128 * 2**20
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,12 @@ class Table:
     reasons: np.ndarray
     flag_name: str = "flag"
 
+    def __post_init__(self) -> None:
+        self._rows = {scan: i for i, scan in enumerate(self.scans)}
+
     def row(self, scan: Any) -> int:
-        return self.scans.index(scan)
+        """The row of a scan (its identity)."""
+        return self._rows[scan]
 
 
 @dataclass
@@ -136,6 +142,8 @@ class Sources:
         self._catalogs = {str(catalog.path.resolve()): catalog}
         self._datasets: dict[tuple[str, str], xr.Dataset] = {}
         self._attrs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._positions: dict[tuple[str, str], dict[Any, int]] = {}
+        self._blocks: dict[tuple[str, str, str], tuple[int, np.ndarray]] = {}
 
     def name(self, ref: NodeRef) -> str:
         """The node as pages show it: its path, with its catalog when that is another one."""
@@ -170,6 +178,26 @@ class Sources:
         if ref.key not in self._datasets:
             self._datasets[ref.key] = ref.catalog.open(ref.node, chunks=None)
         return self._datasets[ref.key]
+
+    def position(self, ref: NodeRef, scan: Any) -> int | None:
+        """Where a scan (its identity) sits in a node, or None if the node does not hold it."""
+        if ref.key not in self._positions:
+            self._positions[ref.key] = {s: i for i, s in enumerate(scan_ids(self.open(ref)["scan"].values))}
+        return self._positions[ref.key].get(scan)
+
+    def scan_values(self, ref: NodeRef, name: str, pos: int) -> np.ndarray:
+        """One scan's values of a variable. The zarr chunk holding it is read whole and kept (one per
+        variable, up to ``BLOCK_BYTES``): scan pages go in scan order, and a chunk read for every scan
+        would be decompressed once per scan."""
+        var = self.open(ref)[name]
+        chunk = int((var.encoding.get("chunks") or (1,))[0])
+        if chunk * var.dtype.itemsize * int(np.prod(var.shape[1:])) > BLOCK_BYTES:
+            return np.asarray(var.isel(scan=pos).values)
+        start = pos // chunk * chunk
+        key = (*ref.key, name)
+        if key not in self._blocks or self._blocks[key][0] != start:
+            self._blocks[key] = (start, np.asarray(var.isel(scan=slice(start, start + chunk)).values))
+        return self._blocks[key][1][pos - start]
 
     def attrs(self, ref: NodeRef) -> dict[str, Any]:
         if ref.key not in self._attrs:

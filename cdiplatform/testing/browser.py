@@ -73,6 +73,7 @@ def ensure_chromium(*, install: bool = True, timeout: float = 900.0) -> str:
     install : bool
         Install Debian's ``chromium`` when no browser is found (needs root,
         ``apt-get`` and a package mirror); if False a missing browser is an error.
+        A browser named by ``CDIP_CHROMIUM`` is never installed.
     timeout : float
         Seconds allowed for ``apt-get install``.
 
@@ -89,6 +90,8 @@ def ensure_chromium(*, install: bool = True, timeout: float = 900.0) -> str:
     found = chromium_path()
     if found:
         return found
+    if os.environ.get("CDIP_CHROMIUM"):
+        raise BrowserError(f"CDIP_CHROMIUM={os.environ['CDIP_CHROMIUM']} is not an executable on PATH")
     if not install:
         raise BrowserError("no chromium on PATH (install it: apt-get install -y chromium)")
     if shutil.which("apt-get") is None:
@@ -100,7 +103,7 @@ def ensure_chromium(*, install: bool = True, timeout: float = 900.0) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if chromium_path():
             return str(chromium_path())
-        if subprocess.run(["apt-cache", "show", *PACKAGES], capture_output=True).returncode != 0:
+        if subprocess.run(["apt-cache", "show", *PACKAGES], capture_output=True, check=False).returncode != 0:
             _apt(["apt-get", "update"], env=env, timeout=timeout)
         _apt(["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES], env=env, timeout=timeout)
     found = chromium_path()
@@ -111,7 +114,7 @@ def ensure_chromium(*, install: bool = True, timeout: float = 900.0) -> str:
 
 def _apt(cmd: list[str], *, env: dict[str, str], timeout: float) -> None:
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise BrowserError(f"{' '.join(cmd)} took more than {timeout:.0f} s") from None
     if proc.returncode != 0:
@@ -189,7 +192,7 @@ class Chromium:
         cmd = [self.executable, *_FLAGS, f"--user-data-dir={self._profile.name}",
                f"--window-size={self.width},{self.height}", "about:blank"]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, preexec_fn=pipes_on_3_and_4,
+                                      stderr=subprocess.PIPE, preexec_fn=pipes_on_3_and_4,  # noqa: PLW1509 - dup2 only
                                       close_fds=False)  # closing would take 3 and 4; ours are CLOEXEC
         os.close(to_browser_r)
         os.close(from_browser_w)

@@ -90,6 +90,8 @@ def write_report_catalog(path: str | Path, *, measured: bool = False, ndim: int 
     """
     if ndim not in _DIMS:
         raise ValueError(f"ndim must be 2 or 3, not {ndim}")
+    if n_scans <= FAILED[1]:
+        raise ValueError(f"n_scans must be at least {FAILED[1] + 1} (scan {FAILED[1]} of er_hio fails), not {n_scans}")
     rng = np.random.default_rng(seed)
     cat = open_catalog(path, mode="a")
     dims = _DIMS[ndim]
