@@ -14,7 +14,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 __all__ = ["ERROR_LABELS", "central_slices", "convergence", "error_histograms", "gold_distributions",
            "object_crop", "shared_phase_limit", "time_per_method"]
@@ -382,8 +382,9 @@ def gold_distributions(*, phase_inside: np.ndarray, phase_range: np.ndarray, pha
     residual_strain = np.asarray(residual_strain, float)
     trace = np.trace(residual_strain, axis1=1, axis2=2)
     shear = np.abs(residual_strain[:, [0, 0, 1], [1, 2, 2]]).max(axis=1)
-    fig = Figure(figsize=(15, 3.3), layout="constrained")
-    axes = fig.subplots(1, 4)
+    fig = Figure(figsize=(15, 3.3))
+    axes = fig.subplots(1, 4, gridspec_kw={"left": 0.04, "right": 0.99, "bottom": 0.16,
+                                           "top": 0.86 if title else 0.95, "wspace": 0.25})
     axes[0].hist(phase_inside, bins=60)
     axes[0].set_xlabel("phase inside the crystals (rad)")
     axes[1].hist(phase_range, bins=12)
@@ -393,6 +394,8 @@ def gold_distributions(*, phase_inside: np.ndarray, phase_range: np.ndarray, pha
     axes[3].hist(trace, bins=12, alpha=0.7, label="trace")
     axes[3].hist(shear, bins=12, alpha=0.7, label="max |shear|")
     axes[3].set_xlabel("residual strain")
+    axes[3].xaxis.set_major_locator(MaxNLocator(4))
+    axes[3].ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
     axes[3].legend()
     for ax in axes:
         ax.set_ylabel("count")

@@ -232,7 +232,7 @@ class _Writer:
         if not any(np.isfinite(table.values[v]).any() for v in ("amplitude_error", "phase_error")
                    if v in table.values):
             columns = [v for v in columns if v not in ("amplitude_error", "phase_error")]
-            self.notes.append(f"{group.title}: no truth, so no amplitude or phase errors")
+            self.notes.append(f"{group.title}: no amplitude or phase errors (no truth, or none recorded)")
         pages = {scan: f"scans/{group.key}/{safe_name(scan)}.html" for scan in table.scans}
         rows = []
         for i, scan in enumerate(table.scans):
@@ -251,8 +251,11 @@ class _Writer:
         figures = []
         errors = {m: {v: table.values[v][:, j] for v in fig.ERROR_LABELS if v in table.values}
                   for j, m in enumerate(table.methods)}
+        known = any(np.isfinite(v).any() for per in errors.values() for v in per.values())
         src = self._figure(fig.error_histograms, f"{group.key}/errors.png", errors,
-                           title=f"{group.title}: errors per scan")
+                           title=f"{group.title}: errors per scan") if known else None
+        if not known:
+            self.notes.append(f"{group.title}: no chi and no errors recorded: no error histograms")
         if src:
             figures.append({"src": src, "alt": f"error histograms of {group.title}",
                             "caption": "Histograms of the per-scan errors of each method (as the 2018 CDI NN "

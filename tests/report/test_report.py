@@ -87,7 +87,7 @@ def test_measured_scans_have_safe_page_names_and_no_error_columns(measured):
     assert all((site.out / link).is_file() for link in links)
     variables = {var for _, _, var in _summary_cells(site)}
     assert variables == {"chi", "seconds", "flag"}  # no truth: no amplitude or phase errors
-    assert any("no truth" in note for note in site.notes)
+    assert any("no amplitude or phase errors" in note for note in site.notes)
     assert not list((site.out / "figures" / "benchmark-quick").glob("*/truth.png"))
 
 
@@ -106,7 +106,7 @@ def test_missing_nodes_become_notes_not_errors(tmp_path):
     site = build_report(tmp_path / "c.zarr", out=tmp_path / "site")
     notes = " | ".join(site.notes)
     assert "the result of nn" in notes and "is not there" in notes
-    assert "its collection" in notes and "no truth" in notes
+    assert "its collection" in notes and "no truth and no scan metadata" in notes
     page = site.out / "scans" / "benchmark-quick" / "0.html"
     assert {i["data-method"] for i in elements(page, "img", cls="method-figure")} == {"er_hio"}
     assert "no result node recorded" in page.read_text()
