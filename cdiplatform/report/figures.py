@@ -312,14 +312,18 @@ def _mosaic(rows: list[tuple[str, list[tuple[str, np.ndarray]], dict[str, Any]]]
 
 
 def convergence(histories: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, *, title: str = "",
+                iterations: Mapping[str, np.ndarray] | None = None,
                 points: Mapping[str, tuple[float, float]] | None = None) -> Path:
-    """Convergence (chi per record) and time to accuracy (chi against seconds) of each method.
+    """Convergence (chi per iteration) and time to accuracy (chi against seconds) of each method.
 
     Parameters
     ----------
     histories : mapping
         ``histories[method] = (seconds, chi)``: one scan's recorded history
         (NaN padding left out).
+    iterations : mapping, optional
+        ``iterations[method]``: the iteration of each record (a result's
+        ``record`` coordinate); without it the records are counted.
     points : mapping, optional
         ``points[method] = (seconds, chi)`` of methods without a history (a
         network's one prediction): a marker on the time-to-accuracy panel.
@@ -330,12 +334,14 @@ def convergence(histories: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Pa
         When there is nothing to draw.
     """
     points = {k: v for k, v in (points or {}).items() if np.all(np.isfinite(v)) and v[0] > 0 and v[1] > 0}
+    iterations = iterations or {}
     cleaned = {}
     for name, (sec, chi) in histories.items():
         sec, chi = np.asarray(sec, float), np.asarray(chi, float)
+        at = np.asarray(iterations[name], float) if name in iterations else np.arange(1, chi.size + 1, dtype=float)
         keep = np.isfinite(sec) & np.isfinite(chi) & (chi > 0)
         if keep.any():
-            cleaned[name] = (sec[keep], chi[keep])
+            cleaned[name] = (sec[keep], chi[keep], at[keep])
     if not cleaned and not points:
         raise ValueError("convergence: no history and no point to draw")
     fig = Figure(figsize=(9.0, 3.2))
@@ -343,12 +349,12 @@ def convergence(histories: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Pa
                                                        "top": 0.84 if title else 0.9, "wspace": 0.22})
     cycle = iter(f"C{i}" for i in range(100))
     colours = {name: next(cycle) for name in dict.fromkeys([*cleaned, *points])}
-    for name, (sec, chi) in cleaned.items():
-        ax_conv.plot(np.arange(1, chi.size + 1), chi, color=colours[name], label=name)
+    for name, (sec, chi, at) in cleaned.items():
+        ax_conv.plot(at, chi, color=colours[name], label=name)
         ax_time.plot(np.where(sec > 0, sec, np.nan), chi, color=colours[name], label=name)
     for name, (sec, chi) in points.items():
         ax_time.plot([sec], [chi], "o", color=colours[name], label=name)
-    ax_conv.set_xlabel("record")
+    ax_conv.set_xlabel("iteration" if iterations else "record")
     ax_conv.set_title("convergence", fontsize="medium")
     ax_time.set_xlabel("seconds")
     ax_time.set_xscale("log")

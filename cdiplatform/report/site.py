@@ -448,7 +448,7 @@ class _Writer:
     def _convergence(self, group: Group, scan: Any, rel: str) -> dict[str, Any]:
         table = group.table
         i = table.row(scan)
-        histories, points = {}, {}
+        histories, iterations, points = {}, {}, {}
         for j, label in enumerate(table.methods):
             method = group.methods.get(label)
             ref = method.result if method is not None else None
@@ -456,12 +456,16 @@ class _Writer:
             if pos is not None and {"history_seconds", "history_chi"} <= set(self.sources.open(ref).data_vars):
                 histories[label] = (self.sources.scan_values(ref, "history_seconds", pos),
                                     self.sources.scan_values(ref, "history_chi", pos))
+                record = self.sources.open(ref)["history_chi"].dims[-1]
+                if record in self.sources.open(ref).coords:  # the iteration of each record (reconstruct)
+                    iterations[label] = np.asarray(self.sources.open(ref)[record].values)
                 continue
             if "chi" in table.values and "seconds" in table.values:
                 points[label] = (float(table.values["seconds"][i, j]), float(table.values["chi"][i, j]))
         without = [m for m in table.methods if m not in histories]
         try:
             path = fig.convergence(histories, self.root / "figures" / rel, points=points,
+                                   iterations=iterations if len(iterations) == len(histories) else None,
                                    title=f"scan {scan}")
         except ValueError:
             return {"src": None, "without": without}

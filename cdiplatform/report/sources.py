@@ -211,10 +211,11 @@ class Sources:
         return "strain" in self.open(ref).data_vars
 
     def postprocess_source(self, ref: NodeRef) -> NodeRef | None:
-        """The result a post-processing node was made from: its ``result`` attribute, else its
-        ``collection`` (the runner records the stage's primary input there), when that is a result."""
+        """The result a post-processing node was made from: its ``source`` (the postprocess stage's
+        record) or ``result`` attribute, else its ``collection`` (the runner records a stage's primary
+        input there), whichever names a result node."""
         attrs = self.attrs(ref)
-        for key in ("result", "collection"):
+        for key in ("source", "result", "collection"):
             found = self.resolve(attrs.get(key))
             if found is not None and node_kind(found.node) == "result":
                 return found
@@ -315,7 +316,8 @@ def select_groups(sources: Sources, nodes: Sequence[str] | None = None) -> tuple
             continue
         source = sources.postprocess_source(ref)
         if source is None:
-            recorded = sources.attrs(ref).get("result") or sources.attrs(ref).get("collection")
+            attrs = sources.attrs(ref)
+            recorded = attrs.get("source") or attrs.get("result") or attrs.get("collection")
             notes.append(f"{node}: post-processing node whose source result {recorded!r} is not there")
             continue
         if source.key in post:

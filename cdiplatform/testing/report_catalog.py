@@ -139,7 +139,8 @@ def write_report_catalog(path: str | Path, *, measured: bool = False, ndim: int 
             variables["history_seconds"] = (("scan", "record"), history_seconds, {"units": "s"})
             variables["history_chi"] = (("scan", "record"), history_chi)
         node = f"results/{method}"
-        cat.write(node, xr.Dataset(variables, coords={"scan": scans}),
+        record = {"record": ("record", np.arange(0, 20 * records, 20), {"long_name": "iteration"})}
+        cat.write(node, xr.Dataset(variables, coords={"scan": scans, **(record if method == "er_hio" else {})}),
                   attrs={"method": method, "collection": collection,
                          "provenance": _provenance("reconstruct" if method == "er_hio" else "infer", node,
                                                    {"collection": collection})})
@@ -158,7 +159,8 @@ def write_report_catalog(path: str | Path, *, measured: bool = False, ndim: int 
               **_bookkeeping(n_scans, {FAILED[1]: "failed upstream in results/er_hio: " + FAILED[2]}, rng)}
         node = "results/postprocess_er_hio"
         cat.write(node, xr.Dataset(pp, coords={"scan": scans, **grid}),
-                  attrs={"method": "postprocess", "collection": methods["er_hio"], "frame": "laboratory",
+                  attrs={"method": "postprocess", "collection": methods["er_hio"], "source": methods["er_hio"],
+                         "frame": "laboratory", "voxel_nm": 5.0,
                          "provenance": _provenance("postprocess", node, {"result": methods["er_hio"]})})
 
     names = ["nn", "er_hio"]
