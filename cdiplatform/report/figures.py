@@ -267,7 +267,7 @@ def _mosaic(rows: list[tuple[str, list[tuple[str, np.ndarray]], dict[str, Any]]]
     (a dozen axes with their ticks cost a second a figure)."""
     gap, label_h, bar_w, bar_text, target = 6, 16, 10, 100, 130
     title_h = 22 if title else 2
-    placed = []  # (row, rgba, top, left, plane title)
+    placed = []  # (rgba, top, left, plane title), in pixels
     bars = []  # (rgba, top, left, height, label, vmin, vmax)
     top, width = title_h, 0
     for label, planes, style in rows:
