@@ -15,6 +15,7 @@ one line, without a traceback, and exits with its :attr:`~CdipError.exit_code`.
     |   +-- CatalogLockedError           another run holds the catalog
     |   +-- CatalogFullError             the catalog's disk is full
     +-- IngestError (ValueError)         a measured file that cannot be read
+    +-- ReportError (ValueError)         a report that cannot be made as asked
     +-- ClusterError                     a cluster that cannot be started or reached
         +-- ClusterConfigError (ValueError)         a bad cluster spec or SLURM file
         +-- ClusterUnreachableError (ConnectionError)  no scheduler, no sbatch
@@ -25,7 +26,7 @@ from __future__ import annotations
 import os
 
 __all__ = ["CatalogError", "CatalogFullError", "CatalogLockedError", "CdipError", "ClusterConfigError", "ClusterError",
-           "ClusterUnreachableError", "IngestError", "JobError", "NodeNotFoundError", "SchemaError"]
+           "ClusterUnreachableError", "IngestError", "JobError", "NodeNotFoundError", "ReportError", "SchemaError"]
 
 
 class CdipError(Exception):
@@ -116,3 +117,8 @@ class ClusterConfigError(ClusterError, ValueError):
 
 class ClusterUnreachableError(ClusterError, ConnectionError):
     """No scheduler answers at an address, or no SLURM to submit workers to."""
+
+
+class ReportError(CdipError, ValueError):
+    """A report that cannot be made as asked (a node of a kind it cannot show, an output folder that is
+    not a report); the message names it."""

@@ -18,7 +18,9 @@ never used); with ``--test``: the test split of an assembled training set
   where the phase of near-zero amplitude then enters the phase error.
 
 The trivial baseline predicts the mean training object for every scan. Prints
-the medians and writes ``docs/figures/<model>_errors.png``.
+the medians and writes ``docs/figures/<model>_errors.png``
+(:func:`cdiplatform.report.figures.error_histograms`, the histograms of
+``cdip report``'s summary page).
 """
 
 from __future__ import annotations
@@ -57,15 +59,12 @@ def from_training_set(ref: str) -> tuple[dict[str, np.ndarray], dict[str, np.nda
 
 
 def main() -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import torch
 
     from cdiplatform.catalog import load_model_arrays
     from cdiplatform.nn import load_model, make_inputs, predict
     from cdiplatform.physics.metrics import chi_square, compare_with_truth
+    from cdiplatform.report.figures import error_histograms
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="catalogs/examples.zarr:models/cdi_nn_2d")
@@ -123,22 +122,12 @@ def main() -> None:
                       "average_permutations": args.average_permutations, "medians": stats,
                       "nn_over_baseline": ratio, "by_true_phase": by_phase}, indent=1))
 
-    args.out.mkdir(parents=True, exist_ok=True)
     name = args.model.rsplit("/", 1)[-1]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    labels = ("reciprocal-space error (chi)", "shape error (MAE, max 1)", "phase error (RMS rad, in support)")
-    for k, (ax, label) in enumerate(zip(axes, labels)):
-        nn_v, base_v = np.asarray(rows["nn"])[:, k], np.asarray(rows["baseline"])[:, k]
-        bins = np.linspace(0, np.percentile(np.concatenate([nn_v, base_v]), 99), 40)
-        ax.hist(base_v, bins=bins, alpha=0.6, label="mean object (baseline)")
-        ax.hist(nn_v, bins=bins, alpha=0.6, label=name)
-        ax.set_xlabel(label)
-        ax.set_ylabel("scans")
-    axes[0].legend()
-    fig.suptitle(f"{name} on {n} held-out scans")
-    fig.tight_layout()
-    figure = args.out / f"{name}_errors.png"
-    fig.savefig(figure, dpi=110)
+    metrics = ("chi", "amplitude_error", "phase_error")
+    errors = {label: dict(zip(metrics, np.asarray(rows[key]).T))
+              for key, label in (("baseline", "mean object (baseline)"), ("nn", name))}
+    figure = error_histograms(errors, args.out / f"{name}_errors.png", title=f"{name} on {n} held-out scans",
+                              dpi=110)
     print(f"figure: {figure}")
 
 

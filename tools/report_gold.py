@@ -3,8 +3,9 @@
     python tools/report_gold.py --collection catalogs/quickstart.zarr:collections/gold32
 
 Writes ``docs/figures/gold_distributions.png`` (phase values inside the
-crystals, per-crystal phase range, plane-fit residual and residual strain) and
-prints the numbers quoted in ``docs/simulate_gold.md``.
+crystals, per-crystal phase range, plane-fit residual and residual strain:
+:func:`cdiplatform.report.figures.gold_distributions`, the figure ``cdip report``
+shows for a gold collection) and prints the numbers quoted in ``docs/simulate_gold.md``.
 """
 
 from __future__ import annotations
@@ -19,12 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from cdiplatform.catalog import open_catalog, parse_node_ref
+    from cdiplatform.report.figures import gold_distributions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--collection", default="catalogs/quickstart.zarr:collections/gold32")
@@ -50,24 +47,12 @@ def main() -> None:
         "control_phase_max_abs": float(np.abs(phase[~ds["strained"].values & ok]).max()),
     }
     print(json.dumps(summary, indent=1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.3))
-    axes[0].hist(np.concatenate(inside), bins=60)
-    axes[0].set_xlabel("phase inside the crystals (rad)")
-    axes[1].hist(ds["phase_range"].values[strained], bins=12)
-    axes[1].set_xlabel("phase range per crystal (rad)")
-    axes[2].hist(ds["phase_residual"].values[strained], bins=12)
-    axes[2].set_xlabel("phase residual after a plane fit (rad)")
-    axes[3].hist(trace, bins=12, alpha=0.7, label="trace")
-    axes[3].hist(shear, bins=12, alpha=0.7, label="max |shear|")
-    axes[3].set_xlabel("residual strain")
-    axes[3].legend()
-    for ax in axes:
-        ax.set_ylabel("count")
-    fig.suptitle(f"{int(strained.sum())} LAMMPS-relaxed gold crystals on a substrate (111 Bragg phase)")
-    fig.tight_layout()
-    fig.savefig(args.out / "gold_distributions.png", dpi=100)
-    print(f"figure: {args.out / 'gold_distributions.png'}")
+    figure = gold_distributions(
+        phase_inside=np.concatenate(inside), phase_range=ds["phase_range"].values[strained],
+        phase_residual=ds["phase_residual"].values[strained], residual_strain=residual,
+        path=args.out / "gold_distributions.png",
+        title=f"{int(strained.sum())} LAMMPS-relaxed gold crystals on a substrate (111 Bragg phase)", dpi=100)
+    print(f"figure: {figure}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from cdiplatform.cli._console import CdipGroup, err, fail, out, say, text
 from cdiplatform.cli.catalog_cmds import catalog_app
 from cdiplatform.cli.ingest_cmds import ingest_app
 from cdiplatform.cli.export_cmds import export
+from cdiplatform.cli.report_cmds import report
 from cdiplatform.cli.reprocess_cmds import reprocess
 from cdiplatform.cli.status_cmds import status
 
@@ -31,6 +32,7 @@ app.add_typer(ingest_app, name="ingest")
 app.command("status")(status)
 app.command("reprocess")(reprocess)
 app.command("export")(export)
+app.command("report")(report)
 
 ClusterOpt = Annotated[str, typer.Option(help="local | slurm | slurm:PATH.yaml | tcp://ADDRESS")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="worker processes (local) or SLURM jobs")]

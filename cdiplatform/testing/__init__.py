@@ -12,6 +12,11 @@
   of scan 54, an oracle for phasing benchmarks.
 - :mod:`cdiplatform.testing.beamtime` writes a synthetic beamtime as a real one (SPEC file,
   TIFF frames, fields).
+- :mod:`cdiplatform.testing.browser`: a real headless Chromium driven over the DevTools
+  pipe (:func:`~cdiplatform.testing.browser.ensure_chromium` installs Debian's ``chromium``
+  when missing and root), for tests of HTML output;
+- :mod:`cdiplatform.testing.report_catalog` writes a small catalog in the layouts the
+  report reads (benchmark, results, post-processing, collection).
 """
 
 from cdiplatform.testing.require import in_ci, require
