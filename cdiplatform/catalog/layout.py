@@ -8,6 +8,7 @@ A catalog is one zarr v3 hierarchy (``catalogs/<name>.zarr``)::
     models/<id>               trained networks: weights as arrays, config in attributes
     training/<id>             assembled training sets with their split
     benchmarks/<id>           methods compared scan by scan (dims scan, method)
+    reports/<id>              the record of an HTML report written beside the catalog
 
 Every node is a zarr group that ``xarray.open_zarr(path, group=node)`` reads.
 """
@@ -20,7 +21,7 @@ from cdiplatform.catalog._errors import CatalogError
 
 __all__ = ["KINDS", "NodeKind", "node_kind", "check_node_path"]
 
-NodeKind = Literal["raw", "collection", "result", "model", "training", "benchmark"]
+NodeKind = Literal["raw", "collection", "result", "model", "training", "benchmark", "report"]
 
 #: top-level group -> (node kind, depth of a node below the group)
 KINDS: dict[str, tuple[NodeKind, int]] = {
@@ -30,6 +31,7 @@ KINDS: dict[str, tuple[NodeKind, int]] = {
     "models": ("model", 1),
     "training": ("training", 1),
     "benchmarks": ("benchmark", 1),
+    "reports": ("report", 1),
 }
 
 #: marks the root group of a catalog, with the layout version

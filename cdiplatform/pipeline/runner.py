@@ -138,14 +138,15 @@ def _prepare(job: Job, spec: StageSpec, catalog: Path, *, new_run: bool, dry: bo
     except (ValueError, CatalogError) as exc:
         raise JobError(f"{job.path}: {spec.label}: {exc}") from None
     plan = dataclasses.replace(plan, coords={k: v for k, v in plan.coords.items() if k != "scan"})
-    identity = {name: r.identity for name, r in inputs.items()}
+    follows = single and spec.stage.follows_content
+    identity = {name: _content_identity(r) if follows else r.identity for name, r in inputs.items()}
     run_hash = stable_hash(
         {"stage": spec.stage.name, "params": params_to_dict(spec.params), "seed": job.seed, "inputs": identity,
          "output": spec.output, "chunk": plan.chunk}
     )
     run_id = f"{job.name}-{spec.stage.name}-{run_hash[:10]}"
-    state, pending, stored, order = _stored_state(job, spec, catalog, run_hash, scans, single, new_run=new_run,
-                                                  dry=dry)
+    state, pending, stored, order = _stored_state(job, spec, catalog, run_hash, scans, single,
+                                                  new_run=new_run or follows, dry=dry)
     if order is not None:  # the stored scans first, in their order, then the new ones
         scans = scans[order]
         coords = {k: v if isinstance(v, tuple) else np.asarray(v)[order] for k, v in plan.coords.items()}
@@ -208,6 +209,13 @@ def _set_report(prep: _SetPrepared) -> StageReport:
     report.done = report.n_scans - report.pending
     report.state = "complete" if not prep.pending else ("new" if report.done == 0 else "resume")
     return report
+
+
+def _content_identity(resolved: ResolvedInput) -> Any:
+    record = resolved.record
+    if "nodes" in record:
+        return [r["content_hash"] for r in record["nodes"]]
+    return record["content_hash"]
 
 
 def _stored_state(job: Job, spec: StageSpec, catalog: Path, run_hash: str, scans: np.ndarray, single: bool, *,

@@ -273,6 +273,9 @@ class TaskStage(Stage):
     """
 
     output_kind: ClassVar[str] = "model"
+    #: a view of its inputs' current content (a report): its identity follows their content hashes, and
+    #: it is made again, without --new-run, whenever they change (a beamtime that grew)
+    follows_content: ClassVar[bool] = False
 
     def run(self, params: Any, ctx: TaskContext) -> dict[str, Any]:
         """Do the work; return a small summary (shown and kept in the node's attributes)."""

@@ -233,6 +233,8 @@ def _table_from_benchmark(ds: xr.Dataset) -> Table:
         return np.asarray(ds[name].transpose("scan", "method").values).astype(dtype)
 
     values = {name: grid(name, float, np.nan) for name in BENCHMARK_VALUES if name in ds}
+    if "method_seconds" in ds:  # the benchmark's per-method times (its own "seconds" is the run's bookkeeping)
+        values["seconds"] = grid("method_seconds", float, np.nan)
     flags = grid("flag", object, "")
     reasons = grid("flag_reason", object, "")
     return Table(scans, methods, values, flags, reasons, "flag")

@@ -176,7 +176,7 @@ def write_report_catalog(path: str | Path, *, measured: bool = False, ndim: int 
     bench = xr.Dataset(
         {"chi": (("scan", "method"), chi_tab), "llk": (("scan", "method"), rng.uniform(0.1, 1, shape2)),
          "amplitude_error": (("scan", "method"), errors), "phase_error": (("scan", "method"), phase_errors),
-         "seconds": (("scan", "method"), np.array([[0.05, 3.0]] * n_scans) * rng.uniform(0.8, 1.2, shape2)),
+         "method_seconds": (("scan", "method"), np.array([[0.05, 3.0]] * n_scans) * rng.uniform(0.8, 1.2, shape2)),
          "iterations": (("scan", "method"), np.array([[0, 200]] * n_scans, np.int32)),
          "agreement_iou": (("scan", "method"), rng.uniform(0.6, 1, shape2)),
          "agreement_phase_rms": (("scan", "method"), rng.uniform(0, 0.3, shape2)),
