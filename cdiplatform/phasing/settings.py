@@ -116,6 +116,14 @@ class PhasingSettings:
         Starts with the smallest reciprocal-space error that are aligned and averaged.
     record_every : int
         Record the reciprocal-space error every this many iterations (0: never).
+    seed_phase_noise : float
+        With a seeded start (``phase_retrieval(..., start=)``): the RMS, in
+        radians, of the Gaussian phase noise added to every voxel of each start
+        drawn from the seed (each scan's own generator). 0: no noise.
+    seed_amplitude_noise : float
+        Likewise, the relative RMS of a Gaussian factor ``1 + noise * N(0, 1)``
+        on every voxel's amplitude. With both at 0 every start of a seed is
+        the seed itself, so only ``n_starts = 1`` is accepted there.
     """
 
     algorithm: str | AlgorithmSequence = "3*(20*ER+180*HIO)+20*ER"
@@ -130,6 +138,8 @@ class PhasingSettings:
     n_starts: int = 1
     keep_best: int = 1
     record_every: int = 0
+    seed_phase_noise: float = 0.0
+    seed_amplitude_noise: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algorithm", parse_algorithm(self.algorithm))
@@ -149,4 +159,8 @@ class PhasingSettings:
             raise ValueError(
                 f"average_last={self.average_last} must be between 0 and the "
                 f"{self.algorithm.n_iterations} iterations"
+            )
+        if not (self.seed_phase_noise >= 0 and self.seed_amplitude_noise >= 0):
+            raise ValueError(
+                f"seed noise must be >= 0, not phase {self.seed_phase_noise}, amplitude {self.seed_amplitude_noise}"
             )
