@@ -8,7 +8,9 @@ depend on which other scans share its batch (on CPU the arithmetic is the
 same to the bit; see ``docs/refinement.md``). ``torch.optim.LBFGS`` would
 instead share one line search and one curvature history across the batch.
 
-The parameters are one real tensor ``x`` of shape ``(S, ...)``. An
+The parameters are one real tensor ``x`` of shape ``(S, ...)`` (in refinement,
+the packed support voxels of :mod:`cdiplatform.phasing.packing`, zeros on
+pads, which both optimizers keep zero). An
 ``evaluate(x, rows)`` callable returns a dict of per-scan tensors with at
 least ``"loss"`` (float64, ``(n,)``) and ``"grad"`` (the shape of ``x``) for
 the scans ``rows`` (a LongTensor of positions in the batch; ``None``: all).
@@ -77,8 +79,12 @@ class BatchedAdam:
         x.addcdiv_(self.m, denom, value=-self.lr / (1.0 - b1**self.t))
         return x, evaluate(x, None), torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
 
-    def reset(self, rows: torch.Tensor) -> None:
-        """The problem of ``rows`` changed (new support): Adam keeps its moments."""
+    def new_layout(self, move: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor) -> None:
+        """The parameters moved to a new layout (``move``); the scans ``rows`` got new supports.
+
+        The moments follow their voxels (new voxels start at 0).
+        """
+        self.m, self.v = move(self.m), move(self.v)
 
     def keep(self, mask: torch.Tensor) -> None:
         self.m, self.v = self.m[mask], self.v[mask]
@@ -184,9 +190,18 @@ class BatchedLBFGS:
         return x_new, ev_new, failed
 
     def reset(self, rows: torch.Tensor) -> None:
-        """Forget the curvature of the scans ``rows`` (bool mask or indices): their problem changed."""
+        """Forget the curvature of the scans ``rows`` (bool mask or indices)."""
         self.rho[:, rows] = 0.0
         self.has_pair[rows] = False
+
+    def new_layout(self, move: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor) -> None:
+        """The parameters moved to a new layout (``move``); the scans ``rows`` got new supports.
+
+        Their problem changed, so they forget their curvature; the others keep it.
+        """
+        self.s_hist = torch.stack([move(h) for h in self.s_hist])
+        self.y_hist = torch.stack([move(h) for h in self.y_hist])
+        self.reset(rows)
 
     def keep(self, mask: torch.Tensor) -> None:
         self.s_hist, self.y_hist = self.s_hist[:, mask], self.y_hist[:, mask]

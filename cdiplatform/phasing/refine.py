@@ -24,6 +24,7 @@ import torch
 from cdiplatform.phasing.engine import gaussian_transfer
 from cdiplatform.phasing.forward import amplitude_loss, far_field_magnitude, poisson_loss
 from cdiplatform.phasing.optimizers import BatchedAdam, BatchedLBFGS
+from cdiplatform.phasing.packing import SupportPacking
 from cdiplatform.phasing.refine_settings import RefineSettings
 from cdiplatform.physics.metrics import chi_square, poisson_llk
 
@@ -62,7 +63,8 @@ class RefineResult:
         (L-BFGS line search found no decrease: converged to float precision)
         or ``"max_iterations"``.
     loss_history : list of ndarray, float64
-        Per scan, the loss at the start and after every step.
+        Per scan, the loss at the start and after every step (after a
+        support update, the loss with the new support).
     time_history : list of ndarray, float64, ``(n, 3)``
         Per scan, rows ``(iteration, seconds since the call started, chi)``
         at the start, every ``record_every`` steps and at the end; the
@@ -112,49 +114,82 @@ def _validate(amplitude, start, support, measured) -> int:
 
 
 class _Problem:
-    """The data of the scans still in the batch (unshifted layout) and how to evaluate a parameter tensor."""
+    """The scans still in the batch: data (unshifted layout), supports, and the parameters' layout.
+
+    The parameters are packed (:class:`~cdiplatform.phasing.packing.SupportPacking`):
+    ``x`` of shape ``(S, P, 2)``, per support voxel its real and imaginary
+    parts (``"complex"``) or its amplitude and phase (``"polar"``).
+    """
 
     def __init__(self, amplitude, weight, support, *, ndim: int, settings: RefineSettings) -> None:
         self.amplitude, self.weight, self.support = amplitude, weight, support
         self.ndim = ndim
         self.loss_fn = amplitude_loss if settings.loss == "amplitude" else poisson_loss
         self.polar = settings.parametrization == "polar"
+        self.packing = SupportPacking(support)
         self.evaluations = torch.zeros(amplitude.shape[0], dtype=torch.int64)
 
     def to_params(self, obj: torch.Tensor) -> torch.Tensor:
+        """Complex ``(S, *grid)`` -> packed parameters ``(S, P, 2)``."""
         if self.polar:
-            return torch.stack([obj.abs(), obj.angle()], dim=1)
-        return torch.view_as_real(obj).clone()
+            return self.packing.pack(torch.stack([obj.abs(), obj.angle()], dim=-1))
+        return self.packing.pack(torch.view_as_real(obj))
 
-    def to_object(self, x: torch.Tensor) -> torch.Tensor:
-        if self.polar:
-            # not torch.polar: its backward assumes a non-negative amplitude, which a step can cross
-            amp, phase = x[:, 0], x[:, 1]
-            return torch.complex(amp * torch.cos(phase), amp * torch.sin(phase))
-        return torch.view_as_complex(x)
+    def _parts(self, x: torch.Tensor) -> torch.Tensor:
+        """Packed parameters -> packed (real, imaginary) parts."""
+        if not self.polar:
+            return x
+        amp, phase = x[..., 0], x[..., 1]
+        return torch.stack([amp * torch.cos(phase), amp * torch.sin(phase)], dim=-1)
+
+    def to_object(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Packed parameters of the scans ``rows`` -> complex ``(n, *grid)``, zero outside the support."""
+        return torch.view_as_complex(self.packing.rows(rows).unpack(self._parts(x)))
 
     def evaluate(self, x: torch.Tensor, rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Loss, gradient (packed, zeros on pads), chi and scale of the parameters ``x`` of the scans ``rows``."""
         pick = (lambda t: t) if rows is None else (lambda t: None if t is None else t[rows])
-        x = x.detach().requires_grad_(True)
-        mag = far_field_magnitude(self.to_object(x), pick(self.support), ndim=self.ndim)
+        obj = self.to_object(x, rows).requires_grad_(True)
+        mag = far_field_magnitude(obj, None, ndim=self.ndim)  # obj is zero outside the support already
         value = self.loss_fn(mag, pick(self.amplitude), ndim=self.ndim, weight=pick(self.weight))
-        (grad,) = torch.autograd.grad(value.loss.sum(), x)
+        (grad_obj,) = torch.autograd.grad(value.loss.sum(), obj)
+        g = self.packing.rows(rows).pack(torch.view_as_real(grad_obj))  # dL/dRe, dL/dIm per voxel
+        if self.polar:  # chain rule through (a cos p, a sin p)
+            amp, phase = x[..., 0], x[..., 1]
+            cos, sin = torch.cos(phase), torch.sin(phase)
+            g = torch.stack([g[..., 0] * cos + g[..., 1] * sin, amp * (g[..., 1] * cos - g[..., 0] * sin)], dim=-1)
         counted = slice(None) if rows is None else rows.cpu()
         self.evaluations[counted] += 1
-        return {"loss": value.loss.detach(), "grad": grad, "chi": value.chi, "scale": value.scale}
+        return {"loss": value.loss.detach(), "grad": g, "chi": value.chi, "scale": value.scale}
+
+    def new_supports(self, rows: torch.Tensor, support: torch.Tensor):
+        """Give the scans ``rows`` new supports; return the map of packed tensors onto the new layout.
+
+        Every packed quantity follows its voxel: a voxel that stays in its
+        scan's support keeps its value, a new one starts at 0.
+        """
+        old = self.packing
+        self.support[rows] = support
+        self.packing = SupportPacking(self.support)
+        new = self.packing
+
+        def transfer(packed: torch.Tensor) -> torch.Tensor:
+            return new.pack(old.unpack(packed))
+
+        return transfer
 
     def keep(self, mask: torch.Tensor) -> None:
         self.amplitude, self.support = self.amplitude[mask], self.support[mask]
         self.weight = None if self.weight is None else self.weight[mask]
+        self.packing = self.packing.rows(mask)
         self.evaluations = self.evaluations[mask.cpu()]
 
 
-def _shrink_wrap(obj: torch.Tensor, support: torch.Tensor, transfer: torch.Tensor, threshold: float,
-                 ndim: int) -> torch.Tensor:
-    """New supports ``blur(|obj * support|) >= threshold * max``, per scan (unshifted layout)."""
+def _shrink_wrap(obj: torch.Tensor, transfer: torch.Tensor, threshold: float, ndim: int) -> torch.Tensor:
+    """New supports ``blur(|obj|) >= threshold * max``, per scan (unshifted layout)."""
     dims = tuple(range(-ndim, 0))
     grid = tuple(obj.shape[-ndim:])
-    mag = (obj * support).abs()
+    mag = obj.abs()
     blur = torch.fft.irfftn(torch.fft.rfftn(mag, dim=dims) * transfer, s=grid, dim=dims)
     peak = blur.flatten(1).amax(dim=1).reshape((-1,) + (1,) * ndim)
     return blur >= threshold * peak
@@ -247,8 +282,7 @@ def refine(
         """Write out the scans at the batch positions ``mask`` and drop them from the batch."""
         pos = np.flatnonzero(mask)
         sel = torch.as_tensor(pos, device=device)
-        obj = problem.to_object(x.detach()[sel]) * problem.support[sel]
-        obj = obj * ev["scale"][sel].to(torch.float32).reshape((-1,) + (1,) * ndim)
+        obj = problem.to_object(x[sel], sel) * ev["scale"][sel].to(torch.float32).reshape((-1,) + (1,) * ndim)
         obj_c = torch.fft.fftshift(obj, dim=dims).cpu().numpy()
         sup_c = torch.fft.fftshift(problem.support[sel], dim=dims).cpu().numpy()
         chi_now = ev["chi"][sel].cpu().tolist()
@@ -287,12 +321,14 @@ def refine(
             update = loss_now <= (1.0 - sw.min_improvement) * sw_loss
             if update.any():
                 pos = torch.as_tensor(np.flatnonzero(update), device=device)
-                new = _shrink_wrap(problem.to_object(x.detach()[pos]), problem.support[pos], transfer,
-                                   sw.threshold, ndim)
-                problem.support[pos] = new
+                new = _shrink_wrap(problem.to_object(x[pos], pos), transfer, sw.threshold, ndim)
+                move = problem.new_supports(pos, new)  # every packed tensor follows its voxels
+                x, ev["grad"] = move(x), move(ev["grad"])
+                opt.new_layout(move, pos)
                 for key, value in problem.evaluate(x[pos], pos).items():
                     ev[key][pos] = value
-                opt.reset(pos)
+                for p, loss in zip(pos.tolist(), ev["loss"][pos].cpu().tolist()):
+                    losses[rows[p]][-1] = loss  # the history holds the loss of the problem as it now stands
                 sw_loss[update] = loss_now[update]
                 since_update[update] = 0
 

@@ -22,8 +22,8 @@ class RefineShrinkWrap:
     """Shrink-wrap during refinement, per scan (the public 3D-CDI-NN example's rule).
 
     Every ``period`` iterations of a scan, if its loss fell by at least
-    ``min_improvement`` (a fraction) since its last support update (or since
-    the start), its support becomes ``blur(|obj * support|, sigma) >=
+    ``min_improvement`` (a fraction) below the loss that triggered its last
+    support update (or its starting loss), its support becomes ``blur(|obj * support|, sigma) >=
     threshold * max`` of that scan.
 
     Parameters
@@ -38,7 +38,7 @@ class RefineShrinkWrap:
         Relative loss decrease in [0, 1) required since the last update.
     """
 
-    threshold: float = 0.1
+    threshold: float = 0.08
     sigma: float = 1.0
     period: int = 50
     min_improvement: float = 0.1
@@ -92,10 +92,10 @@ class RefineSettings:
 
     loss: str = "amplitude"
     optimizer: str = "lbfgs"
-    parametrization: str = "complex"
+    parametrization: str = "polar"
     learning_rate: float = 0.01
     max_iterations: int = 1000
-    tolerance: float = 1e-4
+    tolerance: float = 1e-3
     window: int = 20
     memory: int = 5
     betas: tuple[float, float] = (0.9, 0.999)
