@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cdiplatform.phasing.engine import gaussian_transfer
 from cdiplatform.phasing.forward import amplitude_loss, far_field_magnitude, poisson_loss
 from cdiplatform.phasing.optimizers import BatchedAdam, BatchedLBFGS
 from cdiplatform.phasing.packing import SupportPacking
 from cdiplatform.phasing.refine_settings import RefineSettings
+from cdiplatform.phasing.retrieval import seed_support
 from cdiplatform.physics.metrics import chi_square, poisson_llk
 
 __all__ = ["RefineResult", "refine"]
@@ -185,16 +185,6 @@ class _Problem:
         self.evaluations = self.evaluations[mask.cpu()]
 
 
-def _shrink_wrap(obj: torch.Tensor, transfer: torch.Tensor, threshold: float, ndim: int) -> torch.Tensor:
-    """New supports ``blur(|obj|) >= threshold * max``, per scan (unshifted layout)."""
-    dims = tuple(range(-ndim, 0))
-    grid = tuple(obj.shape[-ndim:])
-    mag = obj.abs()
-    blur = torch.fft.irfftn(torch.fft.rfftn(mag, dim=dims) * transfer, s=grid, dim=dims)
-    peak = blur.flatten(1).amax(dim=1).reshape((-1,) + (1,) * ndim)
-    return blur >= threshold * peak
-
-
 def refine(
     amplitude,
     start,
@@ -258,7 +248,6 @@ def refine(
     else:
         opt = BatchedLBFGS(x, lr=settings.learning_rate, memory=settings.memory)
     sw = settings.shrink_wrap
-    transfer = None if sw is None else gaussian_transfer(grid, sw.sigma, device=device)
 
     def sync() -> float:
         if device.type == "cuda":
@@ -321,7 +310,7 @@ def refine(
             update = loss_now <= (1.0 - sw.min_improvement) * sw_loss
             if update.any():
                 pos = torch.as_tensor(np.flatnonzero(update), device=device)
-                new = _shrink_wrap(problem.to_object(x[pos], pos), transfer, sw.threshold, ndim)
+                new = seed_support(problem.to_object(x[pos], pos), sw.threshold, ndim=ndim, sigma=sw.sigma)
                 move = problem.new_supports(pos, new)  # every packed tensor follows its voxels
                 x, ev["grad"] = move(x), move(ev["grad"])
                 opt.new_layout(move, pos)

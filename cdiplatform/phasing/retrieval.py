@@ -119,14 +119,16 @@ def _random_starts(rngs, n_starts, grid, device) -> torch.Tensor:
     return torch.from_numpy(starts).to(device)
 
 
-def seed_support(start: torch.Tensor, threshold: float, *, ndim: int) -> torch.Tensor:
-    """Support of a seed: its amplitude blurred by a Gaussian of sigma 1 above ``threshold`` of the maximum.
+def seed_support(start: torch.Tensor, threshold: float, *, ndim: int, sigma: float = 1.0) -> torch.Tensor:
+    """Support of an object: its amplitude blurred by a Gaussian of ``sigma`` pixels, above ``threshold`` of the maximum.
 
-    ``start`` complex ``(S, *grid)``, any layout (the blur is periodic); bool of the same shape.
+    ``start`` complex ``(S, *grid)``, any layout (the blur is periodic); bool of
+    the same shape, per scan. The support of a seed, and the shrink-wrap of
+    refinement.
     """
     dims = tuple(range(-ndim, 0))
     grid = tuple(start.shape[-ndim:])
-    transfer = gaussian_transfer(grid, 1.0, device=start.device)
+    transfer = gaussian_transfer(grid, sigma, device=start.device)
     blur = torch.fft.irfftn(torch.fft.rfftn(start.abs(), dim=dims) * transfer, s=grid, dim=dims)
     return blur >= threshold * blur.amax(dim=dims, keepdim=True)
 

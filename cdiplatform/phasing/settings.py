@@ -114,8 +114,6 @@ class PhasingSettings:
         Random starts per scan, run together in one batch.
     keep_best : int
         Starts with the smallest reciprocal-space error that are aligned and averaged.
-    record_every : int
-        Record the reciprocal-space error every this many iterations (0: never).
     seed_phase_noise : float
         With a seeded start (``phase_retrieval(..., start=)``): the RMS, in
         radians, of the Gaussian phase noise added to every voxel of each start
@@ -124,6 +122,8 @@ class PhasingSettings:
         Likewise, the relative RMS of a Gaussian factor ``1 + noise * N(0, 1)``
         on every voxel's amplitude. With both at 0 every start of a seed is
         the seed itself, so only ``n_starts = 1`` is accepted there.
+    record_every : int
+        Record the reciprocal-space error every this many iterations (0: never).
     """
 
     algorithm: str | AlgorithmSequence = "3*(20*ER+180*HIO)+20*ER"
@@ -137,9 +137,9 @@ class PhasingSettings:
     support_threshold: float = 0.1
     n_starts: int = 1
     keep_best: int = 1
-    record_every: int = 0
     seed_phase_noise: float = 0.0
     seed_amplitude_noise: float = 0.0
+    record_every: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algorithm", parse_algorithm(self.algorithm))
