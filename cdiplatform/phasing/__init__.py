@@ -6,10 +6,10 @@ first axis, ``scan``), runs in torch on the data's device, returns NumPy arrays.
 
 from cdiplatform.phasing.algorithm import AlgorithmSequence, parse_algorithm
 from cdiplatform.phasing.recipes import RECIPES, recipe
+from cdiplatform.phasing.refine import RefineResult, refine
+from cdiplatform.phasing.refine_settings import RefineSettings, RefineShrinkWrap
 from cdiplatform.phasing.retrieval import PhasingResult, phase_retrieval
 from cdiplatform.phasing.settings import PhasingSettings, ShrinkWrap, TwinRemoval
-from cdiplatform.phasing.refine import RefineResult, refine  # noqa: I001 (kept apart from the lines above)
-from cdiplatform.phasing.refine_settings import RefineSettings, RefineShrinkWrap
 
 __all__ = [
     "RECIPES",
@@ -23,6 +23,6 @@ __all__ = [
     "TwinRemoval",
     "parse_algorithm",
     "phase_retrieval",
-    "refine",
     "recipe",
+    "refine",
 ]

@@ -65,7 +65,7 @@ class SupportPacking:
 
     def unpack(self, packed: torch.Tensor) -> torch.Tensor:
         """``(S, P, C)`` real (zeros on pads) -> ``(S, *grid, C)``, zeros outside the support."""
-        S, P, C = packed.shape
+        S, _, C = packed.shape
         size = 1
         for n in self.grid:
             size *= n

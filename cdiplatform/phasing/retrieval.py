@@ -19,7 +19,7 @@ from cdiplatform.phasing.engine import gaussian_transfer, iterate
 from cdiplatform.phasing.settings import PhasingSettings
 from cdiplatform.physics.align import align
 
-__all__ = ["PhasingResult", "phase_retrieval", "initial_support", "seed_support", "seeded_starts"]
+__all__ = ["PhasingResult", "initial_support", "phase_retrieval", "seed_support", "seeded_starts"]
 
 
 @dataclass

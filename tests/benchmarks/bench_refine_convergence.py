@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from scipy.ndimage import binary_dilation
 
-from cdiplatform.phasing import PhasingSettings, phase_retrieval, recipe
+from cdiplatform.phasing import phase_retrieval, recipe
 from cdiplatform.phasing.refine import refine
 from cdiplatform.phasing.refine_settings import RefineSettings, RefineShrinkWrap
 from cdiplatform.physics.fft import far_field
@@ -183,7 +183,7 @@ def study_seeded(args, mag, amp, phase, reference):
         t = time.perf_counter()
         res = phase_retrieval(mag, ndim=3, settings=settings, start=start, support=support, seed=0)
         sec = (time.perf_counter() - t) / len(mag)
-        chis = np.stack([h[:, 0] for _, h in res.history])  # (iterations, S)
+        chis = np.stack([entry[-1][:, 0] for entry in res.history])  # (iterations, S); the error is last
         reach = [int(np.argmax(chis[:, s] <= reference["chi"][s])) if np.any(chis[:, s] <= reference["chi"][s])
                  else -1 for s in range(len(mag))]
         ae = errors(res.obj, amp, phase)[1]

@@ -52,7 +52,9 @@ def test_seeded_starts_differ_only_by_the_stated_perturbation():
     seed = torch.from_numpy((rng.random((2, 16, 16)) * np.exp(1j * rng.normal(size=(2, 16, 16)))).astype(np.complex64))
     same = seeded_starts(seed, [np.random.default_rng(1)] * 2, 3, phase_noise=0.0, amplitude_noise=0.0)
     assert all(torch.equal(same[:, k], seed) for k in range(3))
-    gens = lambda: [np.random.default_rng([5, s]) for s in range(2)]  # noqa: E731
+    def gens():
+        return [np.random.default_rng([5, s]) for s in range(2)]
+
     noisy = seeded_starts(seed, gens(), 3, phase_noise=0.3, amplitude_noise=0.05)
     again = seeded_starts(seed, gens(), 3, phase_noise=0.3, amplitude_noise=0.05)
     assert torch.equal(noisy, again)  # from each scan's generator alone
