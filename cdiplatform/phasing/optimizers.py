@@ -124,8 +124,6 @@ class BatchedLBFGS:
         self.has_pair = torch.zeros(S, dtype=torch.bool, device=x.device)
         self.slot = 0
         self.filled = 0
-        #: line-search evaluations of the last step, per scan (1 when step 1 was accepted)
-        self.evaluations = torch.zeros(S, dtype=torch.int64)
 
     def _steepest_scale(self, g: torch.Tensor) -> torch.Tensor:
         return self.lr / g.abs().flatten(1).amax(dim=1).to(torch.float64).clamp_min(_TINY)
@@ -154,12 +152,11 @@ class BatchedLBFGS:
         if uphill.any():  # not a descent direction (lost curvature): restart those scans from steepest descent
             self.reset(uphill)
             steep = -g * _per_scan(self._steepest_scale(g), g)
-            d = torch.where(_per_scan(uphill, g).bool(), steep, d)
+            d = torch.where(uphill.reshape((-1,) + (1,) * (g.ndim - 1)), steep, d)
             gd = _dot(g, d)
         step = torch.ones_like(f)
         x_new = x + d
         ev_new = evaluate(x_new, None)
-        self.evaluations = torch.ones(x.shape[0], dtype=torch.int64)
         ok = ev_new["loss"] <= f + self.c1 * step * gd
         for _ in range(self.max_backtracks):
             rows = torch.nonzero(~ok).flatten()
@@ -168,7 +165,6 @@ class BatchedLBFGS:
             step[rows] *= 0.5
             x_new[rows] = x[rows] + d[rows] * _per_scan(step[rows], d[rows])
             _merge(ev_new, rows, evaluate(x_new[rows], rows))
-            self.evaluations[rows.cpu()] += 1
             ok[rows] = ev_new["loss"][rows] <= f[rows] + self.c1 * step[rows] * gd[rows]
         failed = ~ok
         if failed.any():  # stay where the scan was
@@ -206,4 +202,3 @@ class BatchedLBFGS:
     def keep(self, mask: torch.Tensor) -> None:
         self.s_hist, self.y_hist = self.s_hist[:, mask], self.y_hist[:, mask]
         self.rho, self.gamma, self.has_pair = self.rho[:, mask], self.gamma[mask], self.has_pair[mask]
-        self.evaluations = self.evaluations[mask.cpu()]
