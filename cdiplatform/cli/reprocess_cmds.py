@@ -36,6 +36,9 @@ def reprocess(
     poll: Annotated[float, typer.Option(help="seconds between two polls of --watch")] = 10.0,
     new_run: Annotated[bool, typer.Option("--new-run", help="replace nodes another run wrote")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would run and what is done")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="NAME=VALUE",
+                                                      help="another variable of the job (algorithm, starts...)")]
+    = None,
 ) -> None:
     """Reprocess a beamtime: ingest, prepare, the network's guess, ER/HIO (and what follows), scan by scan.
 
@@ -43,10 +46,11 @@ def reprocess(
     more scans were recorded and only the new ones are computed, in every stage.
     """
     from cdiplatform.cli.main import _dry_run, _run
-    from cdiplatform.pipeline.job import load_job
+    from cdiplatform.pipeline.job import load_job, parse_override
 
     overrides = {"spec": str(spec), "frames": frames, "scans": scans, "beamtime": beamtime,
-                 "dark": str(dark or ""), "flat": str(flat or ""), "size": size, "examples": _examples()}
+                 "dark": str(dark or ""), "flat": str(flat or ""), "size": size, "examples": _examples(),
+                 **dict(parse_override(item) for item in set_ or [])}
     job = load_job(beamtime_job(), overrides=overrides)
     if dry_run:
         _dry_run(job, catalog)

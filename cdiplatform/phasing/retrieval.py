@@ -1,7 +1,8 @@
-"""Batched phase retrieval of many scans with many random starts.
+"""Batched phase retrieval of many scans with many random (or seeded) starts.
 
 :func:`phase_retrieval` takes measured magnitudes of ``S`` scans, runs ``K``
-random starts of each in one batch on the data's device
+random starts of each (or ``K`` starts drawn from a given starting object,
+a *seed*: see :func:`seeded_starts`) in one batch on the data's device
 (:func:`cdiplatform.phasing.engine.iterate`), ranks the starts of every scan
 by their reciprocal-space error alone (never by a truth), aligns the best
 ``keep_best`` on the best one (shift, twin, constant phase) and averages them.
@@ -9,7 +10,7 @@ by their reciprocal-space error alone (never by a truth), aligns the best
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from cdiplatform.phasing.engine import gaussian_transfer, iterate
 from cdiplatform.phasing.settings import PhasingSettings
 from cdiplatform.physics.align import align
 
-__all__ = ["PhasingResult", "phase_retrieval", "initial_support"]
+__all__ = ["PhasingResult", "initial_support", "phase_retrieval", "seed_support", "seeded_starts"]
 
 
 @dataclass
@@ -116,19 +117,61 @@ def initial_support(amplitude: torch.Tensor, settings: PhasingSettings, *, ndim:
     return torch.fft.fftshift(blur >= settings.support_threshold * peak, dim=dims)
 
 
-def _random_starts(rngs, n_starts, grid, support_unshifted, norm, device) -> torch.Tensor:
+def _random_starts(rngs, n_starts, grid, device) -> torch.Tensor:
     S = len(rngs)
     starts = np.empty((S, n_starts) + grid, dtype=np.complex64)
     for s, rng in enumerate(rngs):
         amp = rng.random((n_starts,) + grid, dtype=np.float32)
         ph = rng.random((n_starts,) + grid, dtype=np.float32)
         starts[s] = amp * np.exp(2j * np.pi * ph)
-    rho = torch.from_numpy(starts).to(device)
-    rho.mul_(support_unshifted)
-    dims = tuple(range(-len(grid), 0))
-    cur = rho.abs().square().sum(dim=dims, keepdim=True).sqrt().clamp_min(1e-30)
-    rho.mul_((norm / cur).to(rho.dtype))
-    return rho
+    return torch.from_numpy(starts).to(device)
+
+
+def seed_support(start: torch.Tensor, threshold: float, *, ndim: int, sigma: float = 1.0) -> torch.Tensor:
+    """Support of an object: its amplitude blurred by a Gaussian of ``sigma`` pixels, above ``threshold`` of the maximum.
+
+    ``start`` complex ``(S, *grid)``, any layout (the blur is periodic); bool of
+    the same shape, per scan. The support of a seed, and the shrink-wrap of
+    refinement.
+    """
+    dims = tuple(range(-ndim, 0))
+    grid = tuple(start.shape[-ndim:])
+    transfer = gaussian_transfer(grid, sigma, device=start.device)
+    blur = torch.fft.irfftn(torch.fft.rfftn(start.abs(), dim=dims) * transfer, s=grid, dim=dims)
+    return blur >= threshold * blur.amax(dim=dims, keepdim=True)
+
+
+def seeded_starts(
+    seed_obj: torch.Tensor, rngs, n_starts: int, *, phase_noise: float, amplitude_noise: float
+) -> torch.Tensor:
+    """``n_starts`` starting objects per scan drawn from one seed each.
+
+    Start ``k`` of scan ``s`` is ``|seed| (1 + amplitude_noise N) exp(i (arg seed + phase_noise N'))``,
+    with ``N, N'`` independent standard normal per voxel from ``rngs[s]`` (drawn only for a noise
+    above 0, amplitude first). With both noises at 0 every start is the seed itself.
+
+    Parameters
+    ----------
+    seed_obj : torch.Tensor, complex64, ``(S, *grid)``
+    rngs : list of numpy.random.Generator, one per scan
+    n_starts : int
+
+    Returns
+    -------
+    torch.Tensor, complex64, ``(S, n_starts, *grid)``, on the seed's device.
+    """
+    grid = tuple(seed_obj.shape[1:])
+    starts = seed_obj.unsqueeze(1).expand((seed_obj.shape[0], n_starts) + grid).clone()
+    if phase_noise == 0 and amplitude_noise == 0:
+        return starts
+    for s, rng in enumerate(rngs):
+        factor = np.ones((n_starts,) + grid, dtype=np.complex64)
+        if amplitude_noise > 0:
+            factor *= (1.0 + amplitude_noise * rng.standard_normal((n_starts,) + grid, dtype=np.float32))
+        if phase_noise > 0:
+            factor *= np.exp(1j * phase_noise * rng.standard_normal((n_starts,) + grid, dtype=np.float32))
+        starts[s] *= torch.from_numpy(factor).to(starts.device)
+    return starts
 
 
 def _centring_roll(obj: np.ndarray) -> tuple[int, ...]:
@@ -158,8 +201,9 @@ def phase_retrieval(
     seed: int | None = None,
     device: str | torch.device | None = None,
     centre: bool = True,
+    start=None,
 ) -> PhasingResult:
-    """Phase many scans, many random starts each, in one batch.
+    """Phase many scans, many random starts each (or starts from a seed), in one batch.
 
     Parameters
     ----------
@@ -173,7 +217,9 @@ def phase_retrieval(
         True where the magnitude was measured; elsewhere the far field keeps
         its current estimate.
     support : bool array ``(S, *grid)`` or ``grid``, optional
-        Starting support (centred); ``settings.initial_support`` otherwise.
+        Starting support (centred); ``settings.initial_support`` otherwise, or
+        with ``start`` the seed's support (:func:`seed_support` at
+        ``settings.support_threshold``).
     rngs : list of numpy.random.Generator, optional
         One generator per scan (the runner's); or ``seed`` to derive them.
     device : optional
@@ -182,6 +228,14 @@ def phase_retrieval(
         Roll each result (object and support, by whole pixels, periodically)
         so that the centre of mass of ``|rho|**2`` sits at ``N // 2``; a
         shift is a trivial ambiguity, it leaves the far-field magnitude as is.
+    start : complex array ``(S, *grid)``, optional
+        A seed per scan (centred layout, any scale: for example a network's
+        prediction on the phasing grid) instead of random starts. The
+        ``n_starts`` starts are the seed perturbed by
+        ``settings.seed_phase_noise`` and ``seed_amplitude_noise``
+        (:func:`seeded_starts`), scaled to the data's norm; they skip the
+        twin removal (which would cut most of a centred seed) and the box or
+        autocorrelation support. With both noises at 0, ``n_starts`` must be 1.
 
     Returns
     -------
@@ -190,8 +244,9 @@ def phase_retrieval(
     Raises
     ------
     ValueError
-        For arrays of the wrong shape, NaN or negative magnitudes, or a number
-        of generators that differs from the number of scans.
+        For arrays of the wrong shape, NaN or negative magnitudes, a number
+        of generators that differs from the number of scans, a seed of another
+        shape or zero over its support, or identical seeded starts.
     """
     settings = PhasingSettings() if settings is None else settings
     if device is None:
@@ -208,21 +263,48 @@ def phase_retrieval(
         raise ValueError(f"got {len(rngs)} random generators for {S} scans")
     K = settings.n_starts
 
+    seed_obj = None
+    if start is not None:
+        seed_obj = _as_tensor(start, device, torch.complex64)
+        if tuple(seed_obj.shape) != (S,) + grid:
+            raise ValueError(f"start of shape {tuple(seed_obj.shape)} differs from amplitude {(S,) + grid}")
+        if not torch.isfinite(torch.view_as_real(seed_obj)).all():
+            raise ValueError("start holds NaN or infinite values")
+        if K > 1 and settings.seed_phase_noise == 0 and settings.seed_amplitude_noise == 0:
+            raise ValueError(
+                f"n_starts={K} seeded starts would all be the seed: set seed_phase_noise or "
+                "seed_amplitude_noise, or n_starts=1"
+            )
+        settings = replace(settings, twin=None)
     if support is None:
-        sup0 = initial_support(amp, settings, ndim=ndim)
+        if seed_obj is None:
+            sup0 = initial_support(amp, settings, ndim=ndim)
+        else:
+            sup0 = seed_support(seed_obj, settings.support_threshold, ndim=ndim)
     else:
         sup0 = _as_tensor(support, device, torch.bool)
         if tuple(sup0.shape) == grid:
             sup0 = sup0.expand((S,) + grid)
         if tuple(sup0.shape) != (S,) + grid:
             raise ValueError(f"support of shape {tuple(sup0.shape)} fits neither {grid} nor {(S,) + grid}")
+    if seed_obj is not None:
+        empty = ~(sup0 & (seed_obj.abs() > 0)).flatten(1).any(dim=1)
+        if empty.any():
+            raise ValueError(f"start is zero over its support in scan(s) {torch.nonzero(empty).flatten().tolist()}")
     # unshifted layout: zero frequency and object centre at index 0
     amp_u = torch.fft.ifftshift(amp, dim=dims).unsqueeze(1).contiguous()
     meas_u = None if meas is None else torch.fft.ifftshift(meas, dim=dims).unsqueeze(1).contiguous()
     sup_u = torch.fft.ifftshift(sup0, dim=dims).unsqueeze(1)
     w = amp_u if meas_u is None else amp_u * meas_u
     norm = w.square().sum(dim=dims, keepdim=True, dtype=torch.float64).sqrt().to(torch.float32)
-    rho = _random_starts(rngs, K, grid, sup_u, norm, device)
+    if seed_obj is None:
+        rho = _random_starts(rngs, K, grid, device)
+    else:
+        rho = seeded_starts(torch.fft.ifftshift(seed_obj, dim=dims), rngs, K,
+                            phase_noise=settings.seed_phase_noise, amplitude_noise=settings.seed_amplitude_noise)
+    rho.mul_(sup_u)  # inside the support, on the data's norm
+    cur = rho.abs().square().sum(dim=dims, keepdim=True).sqrt().clamp_min(1e-30)
+    rho.mul_((norm / cur).to(rho.dtype))
     support_buf = sup_u.expand(S, K, *grid).contiguous()
 
     raw = iterate(amp_u, rho, support_buf, settings, ndim=ndim, measured=meas_u)

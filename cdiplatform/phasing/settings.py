@@ -126,6 +126,14 @@ class PhasingSettings:
         Random starts per scan, run together in one batch.
     keep_best : int
         Starts with the smallest reciprocal-space error that are aligned and averaged.
+    seed_phase_noise : float
+        With a seeded start (``phase_retrieval(..., start=)``): the RMS, in
+        radians, of the Gaussian phase noise added to every voxel of each start
+        drawn from the seed (each scan's own generator). 0: no noise.
+    seed_amplitude_noise : float
+        Likewise, the relative RMS of a Gaussian factor ``1 + noise * N(0, 1)``
+        on every voxel's amplitude. With both at 0 every start of a seed is
+        the seed itself, so only ``n_starts = 1`` is accepted there.
     record_every : int
         Record the reciprocal-space error and the elapsed time every this many
         iterations (0: never); the device is synchronized only then.
@@ -150,6 +158,8 @@ class PhasingSettings:
     support_threshold: float = 0.1
     n_starts: int = 1
     keep_best: int = 1
+    seed_phase_noise: float = 0.0
+    seed_amplitude_noise: float = 0.0
     record_every: int = 0
     compile: bool = False
 
@@ -171,4 +181,8 @@ class PhasingSettings:
             raise ValueError(
                 f"average_last={self.average_last} must be between 0 and the "
                 f"{self.algorithm.n_iterations} iterations"
+            )
+        if not (self.seed_phase_noise >= 0 and self.seed_amplitude_noise >= 0):
+            raise ValueError(
+                f"seed noise must be >= 0, not phase {self.seed_phase_noise}, amplitude {self.seed_amplitude_noise}"
             )

@@ -1,0 +1,150 @@
+"""A beamtime end to end: scans per hour on 1 and 2 workers, time per stage, the runner's overhead.
+
+A synthetic beamtime is written as a real one (:mod:`cdiplatform.testing.beamtime`): a SPEC file with the
+34-ID-C geometry of scan 54 and one TIFF per rocking point, each scan the far field of a faceted gold
+crystal of 100-300 nm with a quadratic displacement field, computed on the detector frame of that
+geometry (:func:`cdiplatform.simulate.detector_frame.simulate_detector_frame`), with Poisson noise at
+scan 54's counts. It goes through the packaged beamtime job (``cdip reprocess``: ingest, prepare at 64^3,
+network input, the network, and the rest of the chain), and so does the real scan 54 from ../shared.
+
+Run (on a quiet machine; it prints the load average):
+
+    python tests/benchmarks/bench_beamtime.py                 # 23 synthetic scans + scan 54, 1 then 2 workers
+    python tests/benchmarks/bench_beamtime.py --scans 6 --quick
+
+Figures: wall time and scans per hour per worker count, the scaling efficiency t1 / (2 t2), the share of
+each stage, and the runner's overhead (stage wall time against the scans' own compute time, which
+every node records per scan in ``seconds``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data" / "aps34idc-au111-scan54"
+FRAMES, SIDE = 80, 128  # rocking points, detector region side (pixels) of a synthetic scan
+
+
+def synthetic_crystal(rng: np.random.Generator, grid: int = 96, spacing: float = 5.0):
+    """A faceted crystal of 100-300 nm (random {111} and {100} facets) and a quadratic displacement, nm."""
+    from cdiplatform.simulate.detector_frame import polyhedron_density
+
+    size = rng.uniform(100, 300)
+    normals = np.array([[1, 1, 1], [-1, -1, -1], [1, -1, 1], [-1, 1, -1], [1, 1, -1], [-1, -1, 1], [1, -1, -1],
+                        [-1, 1, 1], [1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], float)
+    distances = size / 2 * rng.uniform(0.8, 1.0, len(normals))
+    density = polyhedron_density((grid,) * 3, spacing_nm=spacing, normals=normals, distances_nm=distances)
+    axes = [(np.arange(grid) - grid // 2) * spacing for _ in range(3)]
+    z, y, x = np.meshgrid(*axes, indexing="ij")
+    k = rng.uniform(-2e-5, 2e-5, 3)  # 1/nm: strain gradients of a few 1e-3 over the crystal
+    u = np.stack([k[0] * x * z, k[1] * y * x, k[2] * z * y], axis=-1)  # components (x, y, z), nm
+    return density, u, spacing
+
+
+def write_synthetic_beamtime(folder: Path, n: int, seed: int = 0):
+    from cdiplatform.simulate.detector_frame import scan_geometry, simulate_detector_frame
+    from cdiplatform.testing.beamtime import BeamtimeWriter, SyntheticScan
+
+    rng = np.random.default_rng(seed)
+    geo = scan_geometry(pixel=(256, 256))
+    writer = BeamtimeWriter(folder, sensor_shape=(512, 512))
+    writer.write_file_header()
+    writer.write_fields()
+    total = 46_155_653 * (FRAMES * SIDE * SIDE) / (201 * 256 * 256)  # scan 54's counts per voxel
+    for i in range(n):
+        density, u, spacing = synthetic_crystal(rng)
+        counts = simulate_detector_frame(density[None], u[None], spacing_nm=spacing, q_step=geo["q_step"],
+                                         q_peak=geo["q_peak"], shape=(FRAMES, SIDE, SIDE), total_photons=total,
+                                         rngs=[rng])[0]
+        writer.write_scan(SyntheticScan(100 + i, counts, region_origin=(256 - SIDE // 2, 256 - SIDE // 2)))
+    return writer.files
+
+
+def reprocess(spec, frames, beamtime, catalog, workers, *, dark=None, flat=None, quick=False):
+    args = [sys.executable, "-m", "cdiplatform.cli.main", "reprocess", str(spec), "--frames", frames,
+            "--beamtime", beamtime, "--catalog", str(catalog), "--workers", str(workers)]
+    if dark:
+        args += ["--dark", str(dark), "--flat", str(flat)]
+    if quick:
+        args += ["--set", "algorithm=20*ER+80*HIO+20*ER", "--set", "starts=1"]
+    env = {**os.environ, "COLUMNS": "200"}
+    t0 = time.perf_counter()
+    run = subprocess.run(args, capture_output=True, text=True, env=env)
+    if run.returncode not in (0, 1):
+        raise SystemExit(run.stdout + run.stderr)
+    return time.perf_counter() - t0
+
+
+def stage_figures(catalog: Path) -> dict[str, dict[str, float]]:
+    """Per stage of the last runs: wall seconds (run log) and the scans' own compute seconds (nodes)."""
+    from cdiplatform import open_catalog
+    from cdiplatform.pipeline.runlog import read_log
+
+    cat = open_catalog(catalog)
+    figures: dict[str, dict[str, float]] = {}
+    for log in sorted((catalog.parent / f"{catalog.stem}.reports").glob("*.jsonl")):
+        for e in read_log(log):
+            if e["event"] != "stage_end" or e["state"] == "complete":
+                continue
+            name = e["stage"].split()[-1]
+            entry = figures.setdefault(name, {"wall": 0.0, "compute": 0.0, "scans": 0})
+            entry["wall"] += e["seconds"]
+            entry["scans"] += e["computed"]
+            node = e["node"]
+            if node in cat and cat.run_state(node) is not None:
+                entry["compute"] += float(np.nansum(cat.open(node)["seconds"].values))
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scans", type=int, default=23, help="synthetic scans (scan 54 comes on top)")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--keep", type=Path, help="write here instead of a temporary folder")
+    parser.add_argument("--quick", action="store_true", help="a short ER/HIO (for a first look)")
+    args = parser.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="cdip-bench-beamtime-"))
+    print(f"load average before: {os.getloadavg()}")
+    t0 = time.perf_counter()
+    files = write_synthetic_beamtime(work / "synthetic", args.scans)
+    print(f"wrote {args.scans} synthetic scans ({FRAMES} x {SIDE} x {SIDE}) in {time.perf_counter() - t0:.1f} s")
+    rows = {}
+    for workers in (int(w) for w in args.workers.split(",")):
+        catalog = work / f"w{workers}" / "bt.zarr"
+        shutil.rmtree(catalog.parent, ignore_errors=True)
+        wall = reprocess(files.spec, files.frame_pattern, "synthetic", catalog, workers, quick=args.quick)
+        if DATA.is_dir():
+            wall += reprocess(DATA / "example.spec", str(DATA / "frames" / "Staff20-1a_S{scan:04d}_{point:05d}.tif"),
+                              "34idc-2020", catalog, workers, dark=DATA / "dark.tif", flat=DATA / "whitefield.tif",
+                              quick=args.quick)
+        n = args.scans + (1 if DATA.is_dir() else 0)
+        rows[workers] = {"wall_s": wall, "scans": n, "scans_per_hour": 3600 * n / wall,
+                         "stages": stage_figures(catalog)}
+        print(f"{workers} worker(s): {n} scans in {wall:.0f} s = {3600 * n / wall:.1f} scans/hour")
+    print(f"load average after: {os.getloadavg()}")
+    if 1 in rows and 2 in rows:
+        eff = rows[1]["wall_s"] / (2 * rows[2]["wall_s"])
+        print(f"scaling efficiency, 2 workers against 1: {eff:.2f} (target >= 0.85)")
+    for workers, row in rows.items():
+        total = sum(s["wall"] for s in row["stages"].values())
+        print(f"\n{workers} worker(s): per stage (wall s, share, compute s of the scans, runner overhead)")
+        for name, s in row["stages"].items():
+            overhead = s["wall"] - s["compute"] / workers
+            print(f"  {name:15s} {s['wall']:8.1f} {s['wall'] / total:6.1%} {s['compute']:9.1f} {overhead:8.1f} s")
+    (work / "bench_beamtime.json").write_text(json.dumps(rows, indent=1, default=float))
+    print(f"\nfigures in {work / 'bench_beamtime.json'}")
+
+
+if __name__ == "__main__":
+    main()
