@@ -28,7 +28,6 @@ or negative intensity are recorded as failed. Its parameters are the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,38 +37,15 @@ import xarray as xr
 from cdiplatform.phasing.recipes import RECIPES
 from cdiplatform.phasing.settings import PhasingSettings
 from cdiplatform.pipeline.stage import ChunkResult, Input, Plan, Stage, Var, config_field, register, resolve_device
-
-_GRID_DIMS = {2: ("y", "x"), 3: ("z", "y", "x")}
-
-
-
-def _model_grid(params: Any, ds: xr.Dataset, grid: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The model grid when it is smaller than the collection's grid, else None."""
-    if params.model_size > 0:
-        model = (int(params.model_size),) * len(grid)
-    elif "model_grid" in ds.attrs:
-        value = ds.attrs["model_grid"]
-        model = tuple(int(v) for v in np.atleast_1d(value))
-        if len(model) == 1:
-            model = model * len(grid)
-    else:
-        return None
-    if len(model) != len(grid) or any(m > n for m, n in zip(model, grid)):
-        raise ValueError(f"reconstruct: model grid {model} does not fit in the collection's grid {grid}")
-    return None if model == grid else model
+from cdiplatform.pipeline.stages._phasing_results import (
+    PhasingOutputs,
+    check_collection,
+    measured_pixels,
+    model_grid,
+    refuse_without_signal,
+)
 
 
-def _relations(ds: xr.Dataset, grid: tuple[int, ...], model: tuple[int, ...] | None) -> list:
-    """Per scan, how the model grid sits in the collection's grid: the collection's own ``grid_relation``
-    records (a padded collection's), else a centred crop to ``model``."""
-    from cdiplatform.physics.grids import GridRelation
-
-    n = ds.sizes["scan"]
-    if "grid_relation" in ds:
-        return [GridRelation.from_dict(json.loads(str(r))) for r in ds["grid_relation"].values]
-    if model is None:
-        return [None] * n
-    return [GridRelation(phasing_grid=grid, window=grid, model_grid=model)] * n
 
 
 def _records(settings) -> list[int]:
@@ -140,11 +116,7 @@ class Reconstruct(Stage):
 
     def validate(self, params: Any, inputs: dict[str, xr.Dataset]) -> None:
         ds = inputs["collection"]
-        if "intensity" not in ds:
-            raise ValueError("reconstruct: the input collection has no 'intensity' variable")
-        ndim = ds["intensity"].ndim - 1
-        if ndim not in _GRID_DIMS or ds["intensity"].dims[1:] != _GRID_DIMS[ndim]:
-            raise ValueError(f"reconstruct: intensity dims {ds['intensity'].dims} are not (scan, [z,] y, x)")
+        check_collection(ds, stage="reconstruct")
         if params.chunk < 1 or params.batch_size < 0:
             raise ValueError(f"reconstruct: chunk must be >= 1 and batch_size >= 0, got {params.chunk}, "
                              f"{params.batch_size}")
@@ -152,104 +124,45 @@ class Reconstruct(Stage):
             from cdiplatform.pipeline.stages._seeding import check_seed
 
             check_seed(ds, inputs["seed"], stage="reconstruct")
-        _model_grid(params, ds, tuple(ds["intensity"].shape[1:]))
+        model_grid(params.model_size, ds, tuple(ds["intensity"].shape[1:]), stage="reconstruct")
+
+    def _outputs(self, params: Any, ds: xr.Dataset) -> PhasingOutputs:
+        grid = tuple(ds["intensity"].shape[1:])
+        return PhasingOutputs(ds, model=model_grid(params.model_size, ds, grid, stage="reconstruct"),
+                              records=len(_records(params.phasing)), label="ER/HIO")
 
     def plan(self, params: Any, inputs: dict[str, xr.Dataset]) -> Plan:
         ds = inputs["collection"]
-        self.validate(params, inputs)
-        intensity = ds["intensity"]
-        dims, shape = intensity.dims[1:], tuple(intensity.shape[1:])
-        def var(dims_, shape_, dtype, long_name, units="1"):
-            return Var(dims_, shape_, dtype, {"long_name": long_name, "units": units})
-
-        variables = {
-            "amplitude": var(dims, shape, "float32", "ER/HIO amplitude, normalized to max 1"),
-            "phase": var(dims, shape, "float32", "ER/HIO phase", "rad"),
-            "support": var(dims, shape, "uint8", "final shrink-wrap support"),
-            "chi": var((), (), "float64", "sum (|F|-A)^2 / sum A^2 over measured pixels"),
-            "llk": var((), (), "float64", "Poisson deviance per measured pixel"),
-            "iterations": Var((), (), "int32", {"long_name": "iterations run"}),
-            "blur": Var((), (), "str", {"long_name": "how the shrink-wrap blurred: fft or separable "
-                                                    "(a rule of device and grid, kept with the run)"}),
-        }
+        outputs = self._outputs(params, ds)
+        variables = {**outputs.variables(),
+                     "blur": Var((), (), "str", {"long_name": "how the shrink-wrap blurred: fft or separable "
+                                                             "(a rule of device and grid, kept with the run)"})}
+        coords = {d: (d, np.asarray(ds[d].values)) for d in outputs.dims if d in ds.coords}
         records = _records(params.phasing)
-        if records:
-            variables["history_seconds"] = var(("record",), (len(records),), "float64",
-                                               "time to each recorded iteration (best start)", "s")
-            variables["history_chi"] = var(("record",), (len(records),), "float64",
-                                           "reciprocal-space error at each recorded iteration (best start)")
-        model = _model_grid(params, ds, shape)
-        if model is not None:
-            mdims = tuple(f"{d}_model" for d in dims)
-            crop = "on the model grid (centred crop)"
-            variables["amplitude_model"] = var(mdims, model, "float32", f"amplitude {crop}")
-            variables["phase_model"] = var(mdims, model, "float32", f"phase {crop}", "rad")
-        if "amplitude" in ds and "phase" in ds:
-            where = "model grid" if model is not None else "grid"
-            variables["amplitude_error"] = var(
-                (), (), "float64", f"mean |a - a_true| over the {where}, both max 1, aligned"
-            )
-            variables["phase_error"] = var(
-                (), (), "float64", "RMS phase error inside the true support, aligned", "rad"
-            )
-        coords = {d: (d, np.asarray(ds[d].values)) for d in dims if d in ds.coords}
         if records:
             coords["record"] = ("record", np.asarray(records, dtype=np.int64), {"long_name": "iteration"})
         attrs = {
             "method": "er_hio_nn" if "seed" in inputs else self.method,
             "algorithm": str(params.phasing.algorithm),
             "batch_size": params.batch_size or "auto: cdiplatform.phasing.auto_batch_size(grid, n_starts, device)",
-            "model_grid": list(model) if model is not None else list(shape),
+            "model_grid": list(outputs.model) if outputs.model is not None else list(outputs.grid),
         }
-        return Plan(
-            n_scans=intensity.shape[0], chunk=params.chunk, variables=variables, coords=coords, attrs=attrs
-        )
+        return Plan(n_scans=ds.sizes["scan"], chunk=params.chunk, variables=variables, coords=coords, attrs=attrs)
 
     def compute(
         self, params: Any, inputs: dict[str, xr.Dataset], index: np.ndarray, rngs: list[np.random.Generator]
     ) -> ChunkResult:
-        from cdiplatform.physics.align import remove_phase_offset
-        from cdiplatform.physics.metrics import compare_with_truth, poisson_llk
+        from cdiplatform.physics.metrics import poisson_llk
 
         ds = inputs["collection"]
         intensity = np.asarray(ds["intensity"].values, dtype=np.float32)
-        n, grid = intensity.shape[0], intensity.shape[1:]
-        ndim = len(grid)
-        measured = None
-        if "mask" in ds:
-            mask = np.asarray(ds["mask"].values) != 0
-            measured = mask if ds["mask"].attrs.get("meaning") == "measured" else ~mask
-        model = _model_grid(params, ds, grid)
-
-        failed: dict[int, str] = {}
-        flat = intensity.reshape(n, -1)
-        for i in range(n):
-            if np.any(flat[i] < 0):
-                failed[i] = f"scan {index[i]}: intensity has negative values"
-            elif not np.any(flat[i] > 0):
-                failed[i] = f"scan {index[i]}: intensity is zero everywhere"
+        n, ndim = intensity.shape[0], intensity.ndim - 1
+        measured = measured_pixels(ds)
+        outputs = self._outputs(params, ds)
+        out = outputs.blank(n)
+        out["blur"] = np.full(n, "", dtype=object)
+        failed = refuse_without_signal(intensity, index)
         ok = np.array([i for i in range(n) if i not in failed], dtype=np.int64)
-
-        out = {
-            "amplitude": np.full((n, *grid), np.nan, np.float32),
-            "phase": np.full((n, *grid), np.nan, np.float32),
-            "support": np.zeros((n, *grid), np.uint8),
-            "chi": np.full(n, np.nan),
-            "llk": np.full(n, np.nan),
-            "iterations": np.zeros(n, np.int32),
-            "blur": np.full(n, "", dtype=object),
-        }
-        records = _records(params.phasing)
-        if records:
-            out["history_seconds"] = np.full((n, len(records)), np.nan)
-            out["history_chi"] = np.full((n, len(records)), np.nan)
-        if model is not None:
-            out["amplitude_model"] = np.full((n, *model), np.nan, np.float32)
-            out["phase_model"] = np.full((n, *model), np.nan, np.float32)
-        has_truth = "amplitude" in ds and "phase" in ds
-        if has_truth:
-            out["amplitude_error"] = np.full(n, np.nan)
-            out["phase_error"] = np.full(n, np.nan)
         if len(ok) == 0:
             return ChunkResult(values=out, failed=failed)
 
@@ -271,36 +184,11 @@ class Reconstruct(Stage):
                 failed[int(i)] = f"scan {index[i]}: phase retrieval failed: {exc}"
             return ChunkResult(values=out, failed=failed)
 
-        from cdiplatform.physics.grids import phasing_to_model
-
-        relations = _relations(ds, grid, model)
         llk = poisson_llk(res.obj, intensity[ok], ndim=ndim, measured=meas_ok)
         for j, i in enumerate(ok):
-            obj = remove_phase_offset(res.obj[j], weight=res.support[j])
-            amp = np.abs(obj)
-            peak = amp.max() if amp.max() > 0 else 1.0
-            out["amplitude"][i] = amp / peak
-            out["phase"][i] = np.angle(obj)
-            out["support"][i] = res.support[j]
-            out["chi"][i] = res.error[j]
-            out["llk"][i] = llk[j]
-            out["iterations"][i] = res.iterations
+            outputs.put(out, i, res.obj[j], res.support[j], chi=res.error[j], llk=llk[j], iterations=res.iterations)
             out["blur"][i] = res.blur or ""
             if "history_chi" in out:
                 out["history_seconds"][i] = hist_seconds[j]
                 out["history_chi"][i] = hist_errors[j, :, int(res.best[j, 0])]
-            cmp_obj = obj
-            if model is not None:
-                cmp_obj = phasing_to_model(obj, relations[i])
-                out["amplitude_model"][i] = np.abs(cmp_obj) / peak
-                out["phase_model"][i] = np.angle(cmp_obj)
-            if has_truth:
-                truth = np.asarray(ds["amplitude"].values[i]) * np.exp(1j * np.asarray(ds["phase"].values[i]))
-                if model is not None:
-                    truth = phasing_to_model(truth, relations[i])
-                ta, tp = np.abs(truth), np.angle(truth)
-                if np.any(ta > 0):
-                    c = compare_with_truth(cmp_obj, ta, tp)
-                    out["amplitude_error"][i] = c.amplitude_error
-                    out["phase_error"][i] = c.phase_error
         return ChunkResult(values=out, failed=failed)
