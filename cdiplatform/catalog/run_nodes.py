@@ -63,12 +63,16 @@ class Var:
         NumPy dtype name; ``"str"`` for variable-length text.
     attrs : dict
         CF-style attributes (``units``, ``long_name``).
+    timing : bool
+        Wall-clock times (a time-to-accuracy record): left out of the scan's
+        digest, since two identical runs differ in them.
     """
 
     dims: tuple[str, ...]
     shape: tuple[int, ...]
     dtype: str
     attrs: dict[str, Any] = field(default_factory=dict)
+    timing: bool = False
 
     def __post_init__(self) -> None:
         if len(self.dims) != len(self.shape):
@@ -215,7 +219,8 @@ def chunk_dataset(
         book["status"][pos] = STATUS_FAILED if p in failed else STATUS_OK
         book["reason"][pos] = failed.get(p, "")
         book["seconds"][pos] = seconds[p]
-        book["digest"][pos] = 0 if p in failed else digest_values({k: values[k][p] for k in variables})
+        book["digest"][pos] = 0 if p in failed else digest_values(
+            {k: values[k][p] for k, v in variables.items() if not v.timing})
     book["done"][:] = True
     data.update({k: (("scan",), v) for k, v in book.items()})
     return xr.Dataset(data)

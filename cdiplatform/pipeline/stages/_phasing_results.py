@@ -109,7 +109,8 @@ class PhasingOutputs:
             "iterations": Var((), (), "int32", {"long_name": "iterations run"}),
         }
         if self.records:
-            out["history_seconds"] = var(("record",), (self.records,), "float64", "time of each record", "s")
+            out["history_seconds"] = Var(("record",), (self.records,), "float64",
+                                         {"long_name": "time of each record", "units": "s"}, timing=True)
             out["history_chi"] = var(("record",), (self.records,), "float64", "reciprocal-space error of each record")
         if self.model is not None:
             mdims = tuple(f"{d}_model" for d in dims)

@@ -112,7 +112,8 @@ class Benchmark(Stage):
                 "iterations": "iterations the method ran",
                 "seconds_to_target": "time at which the error reached target_ratio x the reference's final"}
         units = {"method_seconds": "s", "seconds_to_target": "s", "phase_error": "rad", "agreement_phase_rms": "rad"}
-        variables = {name: Var(("method",), (m,), "float64", {"long_name": long[name], "units": units.get(name, "1")})
+        variables = {name: Var(("method",), (m,), "float64", {"long_name": long[name], "units": units.get(name, "1")},
+                               timing=name in ("method_seconds", "seconds_to_target"))
                      for name in _FLOATS}
         variables["flag"] = Var(("method",), (m,), "str", {"long_name": "good, twin or failed"})
         variables["flag_reason"] = Var(("method",), (m,), "str", {"long_name": "why failed or twin"})
