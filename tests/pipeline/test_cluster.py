@@ -237,7 +237,8 @@ def test_parse_adapt_refuses(text):
 
 def _pool_file(tmp_path: Path, name: str, *, adapt=None, extra: str = "") -> Path:
     path = tmp_path / f"{name}.yaml"
-    text = GOOD.replace("    memory: 1GiB\n", f"    memory: 1GiB\n    name: cdip-{name}\n    interface: lo\n{extra}")
+    text = GOOD.replace("    memory: 1GiB\n", f"    memory: 1GiB\n    name: cdip-{name}\n    interface: lo\n"
+                                           f"    log-directory: {tmp_path / 'logs'}\n{extra}")
     if adapt is not None:
         text += f"cdiplatform:\n  adapt:\n    minimum-jobs: {adapt[0]}\n    maximum-jobs: {adapt[1]}\n"
     path.write_text(text)
@@ -402,6 +403,17 @@ def test_slurm_conf_describes_one_node():
     assert "PartitionName=debug Nodes=box Default=YES MaxTime=INFINITE State=UP" in lines
     assert "StateSaveLocation=/x/ctld" in lines
     assert "AccountingStorageType=accounting_storage/none" in lines
+
+
+@pytest.mark.slurm
+def test_the_test_node_offers_gpu_gres_and_is_not_restarted_when_up(slurm):
+    from cdiplatform.testing.slurm import GPUS, MIN_CPUS, ensure_slurm
+
+    again = ensure_slurm()
+    assert not again.started
+    assert (again.gpus, again.cpus >= MIN_CPUS) == (GPUS, True)
+    gres = subprocess.run(["sinfo", "-h", "-N", "-n", again.node, "-o", "%G"], capture_output=True, text=True)
+    assert gres.stdout.split() == [f"gpu:{GPUS}"]
 
 
 def test_gres_conf_names_fake_devices():

@@ -229,20 +229,21 @@ sleep = {sleep}
 
 @pytest.mark.timeout(240)
 def test_a_run_outlives_its_workers_lifetime(slurm, repo_root, tmp_path, local_client):
-    """Workers retire at --lifetime 10s (+-2 s), the job takes longer: the adaptive loop submits new jobs and
-    every scan is ok. Each job runs 2 worker processes: such jobs were never resubmitted (jobqueue #691)."""
-    config = cluster_file_for_test_node(repo_root / "jobs" / "slurm.yaml", tmp_path / "cpu.yaml", adapt=(2, 2),
+    """The job's 2 worker processes retire at --lifetime 10s (+-1 s) and the run takes longer: a new job
+    replaces the first (jobs of several processes were never resubmitted: jobqueue #691) and every scan is ok,
+    with the data of an undisturbed run."""
+    config = cluster_file_for_test_node(repo_root / "jobs" / "slurm.yaml", tmp_path / "cpu.yaml", adapt=(1, 1),
                                         cores=2, processes=2,
-                                        worker_extra_args=["--lifetime", "10s", "--lifetime-stagger", "2s"])
-    job = _job(tmp_path, SLOW_JOB.format(n_scans=32, sleep=1.5))
+                                        worker_extra_args=["--lifetime", "10s", "--lifetime-stagger", "1s"])
+    job = _job(tmp_path, SLOW_JOB.format(n_scans=48, sleep=1.0))
     with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}):
         with connect(f"slurm:{config}", wait=120) as handle:
             (report,) = run_job(job, client=handle.client, catalog=tmp_path / "c.zarr")
     ran = _job_ids(tmp_path / "slurm-logs", "cdip-cpu")
-    assert len(ran) >= 3, f"no job replaced the first two: {ran}"
-    assert (report.ok, report.computed, report.failed) == (32, 32, {})
+    assert len(ran) >= 2, f"no job replaced the first one: {ran}"
+    assert (report.ok, report.computed, report.failed) == (48, 48, {})
     # the reference: the same scans without the sleep (which changes no value)
-    run_job(_job(tmp_path, SLOW_JOB.format(n_scans=32, sleep=0.0), "quick.toml"), client=local_client,
+    run_job(_job(tmp_path, SLOW_JOB.format(n_scans=48, sleep=0.0), "quick.toml"), client=local_client,
             catalog=tmp_path / "local.zarr")
     assert_runs_identical(tmp_path / "c.zarr", tmp_path / "local.zarr", "results/squares")
 

@@ -38,7 +38,7 @@ from distributed.deploy.adaptive import Adaptive
 from distributed.utils import NoOpAwaitable
 
 __all__ = ["ADAPT_INTERVAL", "ADAPT_WAIT_COUNT", "Pool", "PoolAdaptive", "PooledSLURMCluster", "job_of_worker",
-           "worker_resources"]
+           "pool_label", "worker_resources"]
 
 #: how often the adaptive loop looks at the scheduler
 ADAPT_INTERVAL = "2s"
@@ -97,8 +97,14 @@ def job_of_worker(worker: Any) -> str:
     return str(name).split("-", 1)[0]
 
 
-def _label(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", text) or "pool"
+def pool_label(stem: str, taken: set[str]) -> str:
+    """A pool label from a file's stem: letters, digits and ``_`` only, not in ``taken`` (then added to it)."""
+    base = re.sub(r"[^A-Za-z0-9_]", "_", stem) or "pool"
+    label, n = base, 2
+    while label in taken:
+        label, n = f"{base}_{n}", n + 1
+    taken.add(label)
+    return label
 
 
 class PooledSLURMCluster(SLURMCluster):
@@ -118,7 +124,7 @@ class PooledSLURMCluster(SLURMCluster):
         if not pools:
             raise ValueError("a pooled SLURM cluster needs at least one pool")
         labels = [p.label for p in pools]
-        if len(set(labels)) != len(labels) or any(_label(x) != x for x in labels):
+        if len(set(labels)) != len(labels) or not all(re.fullmatch(r"[A-Za-z0-9_]+", x) for x in labels):
             raise ValueError(f"pool labels must be distinct, of letters, digits and '_': {labels}")
         self._pools = list(pools)
         self._numbers = itertools.count()
@@ -195,18 +201,15 @@ class PooledSLURMCluster(SLURMCluster):
         plain = [i for i in room if not self._pools[i].resources]
         return plain[0] if plain else room[0]
 
-    def _add_job(self, i: int) -> None:
-        name = f"{self._pools[i].label}.{next(self._numbers)}"
-        self._pool_of[name] = i
-        self.worker_spec[name] = self._specs[i]
-
-    def new_worker_spec(self) -> dict[str, Any]:
-        i = self._pool_to_grow(self._counts())
-        if i is None:
-            return {}
+    def _new_job(self, i: int) -> dict[str, Any]:
         name = f"{self._pools[i].label}.{next(self._numbers)}"
         self._pool_of[name] = i
         return {name: self._specs[i]}
+
+    def new_worker_spec(self) -> dict[str, Any]:
+        """The next job, of the pool :meth:`scale` would grow (empty when every pool is full)."""
+        i = self._pool_to_grow(self._counts())
+        return {} if i is None else self._new_job(i)
 
     def scale(self, n: int | None = None, jobs: int = 0, memory: Any = None, cores: Any = None) -> Any:
         """Scale to ``n`` workers (or ``jobs`` jobs), within every pool's bounds.
@@ -225,10 +228,10 @@ class PooledSLURMCluster(SLURMCluster):
         target = jobs if by_jobs else int(n)
         closing = self.status in (Status.closing, Status.closed)  # close() scales to 0: every job goes
         while planned() < target and not closing:
-            i = self._pool_to_grow(self._counts())
-            if i is None:
+            new = self.new_worker_spec()
+            if not new:
                 break
-            self._add_job(i)
+            self.worker_spec.update(new)
         if planned() > target:
             arrived = {job_of_worker(d["name"]) for d in self.scheduler_info.get("workers", {}).values()}
             for name in sorted(self.worker_spec, key=lambda x: (x in arrived, -int(x.rsplit(".", 1)[1]))):

@@ -51,7 +51,7 @@ def slurm_pools(paths: list[str] | None, *, jobs: int | None = None,
     """
     import dask
 
-    from cdiplatform.pipeline.cluster.pools import Pool, worker_resources
+    from cdiplatform.pipeline.cluster.pools import Pool, pool_label, worker_resources
 
     pools, cluster_kwargs, labels = [], {}, set()
     for k, file in enumerate(_files(paths)):
@@ -83,20 +83,10 @@ def slurm_pools(paths: list[str] | None, *, jobs: int | None = None,
             cluster_kwargs["scheduler_options"] = dict(setting("scheduler-options") or {})
 
         bounds = adapt or ((jobs, jobs) if jobs else None) or (file.adapt if file is not None else None) or (1, 1)
-        label = _unique(Path(file.path).stem if file is not None else "slurm", labels)
+        label = pool_label(Path(file.path).stem if file is not None else "slurm", labels)
         pools.append(Pool(label=label, job=kwargs, processes=processes, minimum=bounds[0], maximum=bounds[1],
                           resources=worker_resources(setting("worker-extra-args"))))
     return pools, cluster_kwargs
-
-
-def _unique(stem: str, taken: set[str]) -> str:
-    from cdiplatform.pipeline.cluster.pools import _label
-
-    label, n = _label(stem), 2
-    while label in taken:
-        label, n = f"{_label(stem)}_{n}", n + 1
-    taken.add(label)
-    return label
 
 
 def connect_slurm(paths: list[str] | None, *, jobs: int | None, adapt: tuple[int, int] | None, dashboard: bool,
