@@ -35,7 +35,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SlurmError", "SlurmInfo", "ensure_slurm", "gres_conf", "slurm_conf", "stop_slurm", "cluster_file_for_test_node"]
+__all__ = ["SlurmError", "SlurmInfo", "cluster_file_for_test_node", "ensure_slurm", "gres_conf", "slurm_conf",
+           "stop_slurm"]
 
 #: Packages that give the daemons and the client commands.
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")

@@ -379,8 +379,7 @@ def test_tunnel_command_reaches_the_loopback_dashboard(local_client):
     default = tunnel_command(handle, local_port=9000).split()
     assert default[:4] == ["ssh", "-N", "-L", f"9000:127.0.0.1:{port}"]
     assert default[4].split("@")[1] not in ("localhost", "")
-    with pytest.raises(ValueError, match="the slurm cluster has no dashboard"):
-        tunnel_command(ClusterHandle(local_client, None, "slurm", None))
+    assert tunnel_command(ClusterHandle(local_client, None, "slurm", None)) == ""  # no dashboard
 
 
 # -- testing helpers -------------------------------------------------------------------
@@ -412,7 +411,8 @@ def test_the_test_node_offers_gpu_gres_and_is_not_restarted_when_up(slurm):
     again = ensure_slurm()
     assert not again.started
     assert (again.gpus, again.cpus >= MIN_CPUS) == (GPUS, True)
-    gres = subprocess.run(["sinfo", "-h", "-N", "-n", again.node, "-o", "%G"], capture_output=True, text=True)
+    gres = subprocess.run(["sinfo", "-h", "-N", "-n", again.node, "-o", "%G"], capture_output=True, text=True,
+                          check=True)
     assert gres.stdout.split() == [f"gpu:{GPUS}"]
 
 

@@ -236,9 +236,9 @@ def test_a_run_outlives_its_workers_lifetime(slurm, repo_root, tmp_path, local_c
                                         cores=2, processes=2,
                                         worker_extra_args=["--lifetime", "10s", "--lifetime-stagger", "1s"])
     job = _job(tmp_path, SLOW_JOB.format(n_scans=48, sleep=1.0))
-    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}):
-        with connect(f"slurm:{config}", wait=120) as handle:
-            (report,) = run_job(job, client=handle.client, catalog=tmp_path / "c.zarr")
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}), \
+            connect(f"slurm:{config}", wait=120) as handle:
+        (report,) = run_job(job, client=handle.client, catalog=tmp_path / "c.zarr")
     ran = _job_ids(tmp_path / "slurm-logs", "cdip-cpu")
     assert len(ran) >= 2, f"no job replaced the first one: {ran}"
     assert (report.ok, report.computed, report.failed) == (48, 48, {})
@@ -256,19 +256,19 @@ def test_scancel_of_a_worker_job_mid_stage(slurm, repo_root, tmp_path, local_cli
     job = _job(tmp_path, SLOW_JOB.format(n_scans=24, sleep=1.5))
     cancelled = []
 
-    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}):
-        with connect(f"slurm:{config}", wait=120) as handle:
-            client, cluster = handle.client, handle.cluster
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}), \
+            connect(f"slurm:{config}", wait=120) as handle:
+        client, cluster = handle.client, handle.cluster
 
-            def cancel_one(report, n):
-                if cancelled or report.ok < 4:
-                    return
-                busy = [a for a, keys in client.processing().items() if keys]
-                name = client.scheduler_info(n_workers=-1)["workers"][busy[0]]["name"]
-                cancelled.append(cluster.workers[name].job_id)
-                subprocess.run(["scancel", str(cancelled[0])], check=True)
+        def cancel_one(report, n):
+            if cancelled or report.ok < 4:
+                return
+            busy = [a for a, keys in client.processing().items() if keys]
+            name = client.scheduler_info(n_workers=-1)["workers"][busy[0]]["name"]
+            cancelled.append(cluster.workers[name].job_id)
+            subprocess.run(["scancel", str(cancelled[0])], check=True)
 
-            (report,) = run_job(job, client=client, catalog=tmp_path / "c.zarr", on_progress=cancel_one)
+        (report,) = run_job(job, client=client, catalog=tmp_path / "c.zarr", on_progress=cancel_one)
     assert cancelled, "the run ended before a job was cancelled"
     ran = _job_ids(tmp_path / "slurm-logs", "cdip-cpu")
     assert len(ran) >= 3 and int(cancelled[0]) in ran, (ran, cancelled)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from cdiplatform.errors import ClusterConfigError, ClusterUnreachableError
-
 import shutil
 from pathlib import Path
 from typing import Any
 
+from cdiplatform.errors import ClusterConfigError, ClusterUnreachableError
 from cdiplatform.pipeline.cluster.address import dashboard_link
 from cdiplatform.pipeline.cluster.handle import ClusterHandle
 from cdiplatform.pipeline.cluster.resources import declare_resources
@@ -58,7 +57,7 @@ def slurm_pools(paths: list[str] | None, *, jobs: int | None = None,
         kwargs = dict(file.kwargs) if file is not None else {}
         source = str(file.path) if file is not None else "Dask's configuration (jobqueue.slurm)"
 
-        def setting(key: str) -> Any:
+        def setting(key: str, kwargs: dict[str, Any] = kwargs) -> Any:
             kw = "job_name" if key == "name" else key.replace("-", "_")
             return kwargs[kw] if kw in kwargs else dask.config.get(f"jobqueue.slurm.{key}", None)
 

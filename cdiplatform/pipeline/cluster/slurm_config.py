@@ -13,12 +13,12 @@ and optionally a top-level ``cdiplatform:`` section that only cdiplatform reads
 
 from __future__ import annotations
 
-from cdiplatform.errors import ClusterConfigError
-
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cdiplatform.errors import ClusterConfigError
 
 __all__ = ["SlurmFile", "check_adapt", "load_slurm_config", "read_slurm_file"]
 

@@ -7,8 +7,6 @@ import socket
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from cdiplatform.errors import ClusterConfigError
-
 if TYPE_CHECKING:
     from cdiplatform.pipeline.cluster.handle import ClusterHandle
 
@@ -43,14 +41,10 @@ def tunnel_command(handle: ClusterHandle, *, local_port: int = 8787, user: str |
     Returns
     -------
     str
-
-    Raises
-    ------
-    ClusterConfigError (a ValueError)
-        The cluster has no dashboard.
+        The command; empty when the cluster has no dashboard.
     """
     if not handle.dashboard_link:
-        raise ClusterConfigError(f"the {handle.kind} cluster has no dashboard to tunnel to")
+        return ""
     link = urlparse(handle.dashboard_link)
     bound = link.hostname or ""
     target = "127.0.0.1" if bound in _ANY_OR_LOOPBACK else bound
