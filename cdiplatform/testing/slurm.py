@@ -10,6 +10,16 @@ The daemons are left running when the Python process ends, so that the next
 test session finds them up and :func:`ensure_slurm` returns at once;
 :func:`stop_slurm` shuts them down (``scontrol shutdown``, then munge's own
 PID file).
+
+The node offers the generic resource ``gpu`` (:data:`GPUS` of them, on empty
+fake device files), so that jobs asking ``--gres=gpu:1`` start on a machine
+without GPUs; their workers may declare the Dask resource ``GPU=1`` to test
+where torch tasks go. It also declares at least :data:`MIN_CPUS` CPUs whatever
+the machine has (``SlurmdParameters=config_overrides``), so that tests can run
+several one-CPU jobs at once on a two-core machine: a job's threads are set by
+its own ``cores``, never by the node. When the configuration this module wrote
+earlier differs from the current one (an older version without the GRES, say),
+:func:`ensure_slurm` rewrites it and restarts the daemons, keeping running jobs.
 """
 
 from __future__ import annotations
@@ -25,16 +35,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SlurmError", "SlurmInfo", "ensure_slurm", "slurm_conf", "stop_slurm"]
+__all__ = ["SlurmError", "SlurmInfo", "cluster_file_for_test_node", "ensure_slurm", "gres_conf", "slurm_conf",
+           "stop_slurm"]
 
 #: Packages that give the daemons and the client commands.
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 #: First line of a configuration written here; other files are never overwritten.
 MARKER = "# written by cdiplatform.testing.slurm"
+#: ``gpu`` generic resources of the test node (``--gres=gpu:1`` jobs), on fake device files: no GPU behind.
+GPUS = 2
+#: The node declares at least this many CPUs (tests start several one-CPU jobs at once).
+MIN_CPUS = 8
 #: Node states in which the node accepts jobs.
 READY_STATES = frozenset({"idle", "mixed", "allocated", "completing"})
 
 CONF_PATH = Path("/etc/slurm/slurm.conf")
+GRES_PATH = Path("/etc/slurm/gres.conf")
 STATE_DIR = Path("/var/spool/cdip-slurm")
 LOCK_PATH = Path("/tmp/cdip-slurm.lock")
 MUNGE_LOG = Path("/var/log/munge/munged.log")
@@ -63,7 +79,9 @@ class SlurmInfo:
     log_dir : pathlib.Path
         Where ``slurmctld.log`` and ``slurmd.log`` are.
     started : bool
-        Whether this call started the daemons (False: they were already up).
+        Whether this call started (or restarted) the daemons (False: they were already up as configured).
+    gpus : int
+        Count of the node's generic resource ``gpu`` (0 when its configuration offers none).
     """
 
     node: str
@@ -73,6 +91,7 @@ class SlurmInfo:
     conf: Path
     log_dir: Path
     started: bool
+    gpus: int = 0
 
 
 def slurm_conf(
@@ -83,6 +102,7 @@ def slurm_conf(
     memory_mb: int,
     state_dir: Path = STATE_DIR,
     partition: str = "debug",
+    gpus: int = GPUS,
 ) -> str:
     """The text of a minimal ``slurm.conf`` for one node that is also the controller.
 
@@ -101,8 +121,11 @@ def slurm_conf(
         Spool, state, PID and log files go under it.
     partition : str
         Name of the single, default partition.
+    gpus : int
+        Count of the node's generic resource ``gpu`` (on fake devices: :func:`gres_conf`); 0 for none.
     """
     s = Path(state_dir)
+    gres = f" Gres=gpu:{gpus}" if gpus else ""
     return f"""{MARKER}
 # A single-node test cluster; not for production use.
 ClusterName=cdiptest
@@ -132,25 +155,47 @@ MinJobAge=5
 SlurmctldTimeout=30
 SlurmdTimeout=60
 InactiveLimit=0
-NodeName={node} NodeAddr={address} CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
+{"GresTypes=gpu" if gpus else "# no generic resources"}
+NodeName={node} NodeAddr={address} CPUs={cpus} RealMemory={memory_mb}{gres} State=UNKNOWN
 PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
+
+
+def gres_conf(*, node: str, gpus: int = GPUS, device_dir: Path = STATE_DIR) -> str:
+    """The text of ``gres.conf``: ``gpus`` generic resources ``gpu`` on ``node``, on fake device files.
+
+    SLURM drops a ``gpu`` GRES without ``File`` (22.05: "Removing file-less GPU"),
+    so each one names an empty file ``<device_dir>/fake-gpu<i>`` (made by
+    :func:`ensure_slurm`); nothing ever opens them.
+    """
+    files = f"{Path(device_dir) / 'fake-gpu'}[0-{gpus - 1}]" if gpus > 1 else f"{Path(device_dir) / 'fake-gpu'}0"
+    return f"{MARKER}\nNodeName={node} Name=gpu File={files}\n"
+
+
+def _fake_devices(gpus: int = GPUS, device_dir: Path = STATE_DIR) -> None:
+    for i in range(gpus):
+        (Path(device_dir) / f"fake-gpu{i}").touch()
 
 
 def ensure_slurm(*, timeout: float = 60.0, install: bool = True) -> SlurmInfo:
     """Make a real single-node SLURM run on this machine and wait for its node.
 
-    Idempotent: when the controller answers and the node is up, returns at once.
+    Idempotent and quick: when the controller answers, the node is up and the
+    configuration is the one this module writes now, returns at once.
     Otherwise installs the packages if missing (``apt-get install``, with
     ``apt-get update`` only when the package lists lack them), creates the
-    munge key if missing, writes ``/etc/slurm/slurm.conf`` (only if absent or
-    written by this module), starts ``munged``, ``slurmctld`` and ``slurmd``
-    and waits until ``sinfo`` shows the node idle.
+    munge key if missing, writes ``/etc/slurm/slurm.conf`` and
+    ``/etc/slurm/gres.conf`` (only if absent or written by this module),
+    starts ``munged``, ``slurmctld`` and ``slurmd`` and waits until ``sinfo``
+    shows the node ready. Daemons already running with an older configuration
+    of this module are restarted (``scontrol shutdown``, then started without
+    ``-c``, so that running jobs are kept). A configuration this module did
+    not write is never touched: a running SLURM with one is used as it is.
 
     Parameters
     ----------
     timeout : float
-        Seconds to wait for the node to become idle.
+        Seconds to wait for the node to become ready.
     install : bool
         Install missing packages with ``apt-get`` (needs root and a package
         mirror); if False, missing commands are an error.
@@ -163,30 +208,33 @@ def ensure_slurm(*, timeout: float = 60.0, install: bool = True) -> SlurmInfo:
     ------
     SlurmError
         Not root, packages missing or not installable, a foreign
-        ``slurm.conf``, or the node not idle in time (the message carries
-        the tails of the daemons' logs).
+        ``slurm.conf`` on a SLURM that does not run, or the node not ready in
+        time (the message carries the tails of the daemons' logs).
     """
     node = socket.gethostname().split(".")[0]
     with _lock():
-        state = _node_state(node)
-        if state in READY_STATES and _munge_works():
+        wanted = _wanted_files(node)
+        foreign = CONF_PATH.exists() and not CONF_PATH.read_text().startswith(MARKER)
+        current = foreign or all(path.exists() and path.read_text() == text for path, text in wanted.items())
+        if current and _node_state(node) in READY_STATES and _munge_works():
             return _info(node, started=False)
         if os.geteuid() != 0:
             raise SlurmError("ensure_slurm needs root to install and start munged, slurmctld and slurmd")
         _install(install)
         _ensure_munge()
-        address = _address(node)
-        cpus = os.cpu_count() or 1
-        memory_mb = _real_memory_mb()
-        _write_conf(slurm_conf(node=node, address=address, cpus=cpus, memory_mb=memory_mb))
         for sub in ("ctld", "d"):
             (STATE_DIR / sub).mkdir(parents=True, exist_ok=True)
+        _fake_devices()
+        changed = _write_files(wanted)
+        restarted = changed and _ctld_up()
+        if restarted:
+            _shutdown(timeout)
         if not _ctld_up():
-            # -c: start from a clean state, forgetting jobs of an earlier test run.
-            _run(["slurmctld", "-c"], what="slurmctld")
+            # -c on a first start: a clean state, forgetting jobs of an earlier boot; a restart keeps them.
+            _run(["slurmctld"] if restarted else ["slurmctld", "-c"], what="slurmctld")
         if _run_quiet(["scontrol", "show", "slurmd"]) != 0:
             _run(["slurmd"], what="slurmd")
-        _wait_idle(node, timeout)
+        _wait_ready(node, timeout)
         return _info(node, started=True)
 
 
@@ -197,10 +245,7 @@ def stop_slurm(*, timeout: float = 30.0) -> None:
     through its PID file. Does nothing when SLURM is not running.
     """
     if shutil.which("scontrol") and _ctld_up():
-        _run_quiet(["scontrol", "shutdown"])
-        deadline = time.monotonic() + timeout
-        while _ctld_up() and time.monotonic() < deadline:
-            time.sleep(0.5)
+        _shutdown(timeout)
     pidfile = Path("/run/munge/munged.pid")
     if pidfile.exists():
         with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
@@ -350,47 +395,79 @@ def _real_memory_mb() -> int:
     raise SlurmError("MemTotal not found in /proc/meminfo")
 
 
-def _write_conf(text: str) -> None:
-    if CONF_PATH.exists():
-        old = CONF_PATH.read_text()
-        if not old.startswith(MARKER):
+def _wanted_files(node: str) -> dict[Path, str]:
+    """The configuration files this module writes for this machine, with their text."""
+    cpus = max(os.cpu_count() or 1, MIN_CPUS)
+    conf = slurm_conf(node=node, address=_address(node), cpus=cpus, memory_mb=_real_memory_mb())
+    return {CONF_PATH: conf, GRES_PATH: gres_conf(node=node)}
+
+
+def _write_files(wanted: dict[Path, str]) -> bool:
+    """Write the files that differ (never one this module did not write); whether any changed."""
+    for path in wanted:
+        if path.exists() and not path.read_text().startswith(MARKER):
             raise SlurmError(
-                f"{CONF_PATH} exists and was not written by cdiplatform.testing.slurm; "
+                f"{path} exists and was not written by cdiplatform.testing.slurm; "
                 "refusing to overwrite a real SLURM configuration"
             )
-        if old == text:
-            return
-    CONF_PATH.parent.mkdir(parents=True, exist_ok=True)
-    CONF_PATH.write_text(text)
+    changed = False
+    for path, text in wanted.items():
+        if path.exists() and path.read_text() == text:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        changed = True
+    return changed
 
 
-def _wait_idle(node: str, timeout: float) -> None:
+def _shutdown(timeout: float) -> None:
+    """``scontrol shutdown`` (controller and node daemon), waiting until both are gone."""
+    _run_quiet(["scontrol", "shutdown"])
+    deadline = time.monotonic() + timeout
+    while (_ctld_up() or _pid_alive(STATE_DIR / "slurmd.pid")) and time.monotonic() < deadline:
+        time.sleep(0.3)
+
+
+def _pid_alive(pidfile: Path) -> bool:
+    """Whether the process of a PID file runs (a zombie that nobody reaped does not)."""
+    try:
+        stat = Path(f"/proc/{int(pidfile.read_text().strip())}/stat").read_text()
+    except (OSError, ValueError):
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _wait_ready(node: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     resumed = False
     state = None
     while time.monotonic() < deadline:
         state = _node_state(node)
-        if state == "idle":
+        if state in READY_STATES:  # idle, or running jobs kept across a restart
             return
         if state and state.startswith(("down", "drain")) and not resumed:
             _run_quiet(["scontrol", "update", f"nodename={node}", "state=resume"])
             resumed = True
         time.sleep(0.5)
-    raise SlurmError(f"SLURM node {node!r} not idle after {timeout:.0f} s (state {state!r})\n{_logs()}")
+    raise SlurmError(f"SLURM node {node!r} not ready after {timeout:.0f} s (state {state!r})\n{_logs()}")
 
 
 def _info(node: str, *, started: bool) -> SlurmInfo:
-    cpus, memory_mb, partition = os.cpu_count() or 1, 0, "debug"
+    cpus, memory_mb, partition, gpus = os.cpu_count() or 1, 0, "debug", 0
     for line in CONF_PATH.read_text().splitlines():
         if line.startswith("NodeName="):
             fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
             cpus = int(fields.get("CPUs", cpus))
             memory_mb = int(fields.get("RealMemory", 0))
+            for gres in fields.get("Gres", "").split(","):
+                name, _, count = gres.partition(":")
+                if name == "gpu" and count.isdigit():
+                    gpus = int(count)
         elif line.startswith("PartitionName="):
             partition = line.split()[0].split("=", 1)[1]
     return SlurmInfo(
         node=node, cpus=cpus, memory_mb=memory_mb, partition=partition,
-        conf=CONF_PATH, log_dir=STATE_DIR, started=started,
+        conf=CONF_PATH, log_dir=STATE_DIR, started=started, gpus=gpus,
     )
 
 
@@ -403,3 +480,35 @@ def _logs(lines: int = 15) -> str:
         else:
             out.append(f"--- {path}: no log")
     return "\n".join(out)
+
+
+def cluster_file_for_test_node(source: Path, target: Path, *, adapt: tuple[int, int] | None = None, **keys: object) -> Path:
+    """A copy of a shipped SLURM cluster file (``jobs/slurm.yaml``...) fit for the single-node test SLURM.
+
+    The copy talks on loopback (``interface: lo``), asks 1 CPU and 1 GiB per
+    job, a 10-minute walltime, logs beside ``target`` and drops the
+    ``--lifetime`` options; ``keys`` (``jobqueue.slurm`` keys with ``_`` for
+    ``-``) and ``adapt`` (``cdiplatform.adapt``) override further. Everything
+    else (the GRES, the worker resources) stays as shipped.
+
+    Returns
+    -------
+    pathlib.Path
+        ``target``.
+    """
+    import yaml
+
+    data = yaml.safe_load(Path(source).read_text())
+    conf = data["jobqueue"]["slurm"]
+    args = list(conf.get("worker-extra-args") or [])
+    for flag in ("--lifetime", "--lifetime-stagger"):
+        while flag in args:
+            i = args.index(flag)
+            del args[i:i + 2]
+    conf.update({"interface": "lo", "cores": 1, "memory": "1GiB", "walltime": "00:10:00",
+                 "log-directory": str(Path(target).parent / "slurm-logs"), "worker-extra-args": args})
+    conf.update({key.replace("_", "-"): value for key, value in keys.items()})
+    if adapt is not None:
+        data["cdiplatform"] = {"adapt": {"minimum-jobs": adapt[0], "maximum-jobs": adapt[1]}}
+    Path(target).write_text(yaml.safe_dump(data, sort_keys=False))
+    return Path(target)

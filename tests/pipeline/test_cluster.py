@@ -16,14 +16,21 @@ import pytest
 
 from cdiplatform.pipeline.cluster import (
     connect,
+    declared_resources,
     gpu_resources,
     has_gpu_workers,
     load_slurm_config,
+    parse_adapt,
+    read_slurm_file,
     task_resources,
     thread_report,
+    tunnel_command,
 )
+from cdiplatform.pipeline.cluster.pools import worker_resources
+from cdiplatform.pipeline.cluster.resources import declare_resources
+from cdiplatform.pipeline.cluster.slurm import slurm_pools
 from cdiplatform.testing import require
-from cdiplatform.testing.slurm import slurm_conf
+from cdiplatform.testing.slurm import gres_conf, slurm_conf
 
 CORES = len(os.sched_getaffinity(0))
 
@@ -147,7 +154,12 @@ def test_unreachable_address_is_a_one_line_error():
     [
         ("sge", {}, "unknown cluster spec 'sge'"),
         ("slurm:", {}, "names no file"),
+        ("slurm:a.yaml,", {}, "names no file"),
         ("local", {"workers": 0}, "workers must be a positive integer"),
+        ("local", {"adapt": (1, 2)}, "adapt is for SLURM clusters"),
+        ("slurm", {"adapt": (1, 2), "workers": 2}, "not both"),
+        ("slurm", {"adapt": (3, 2)}, r"adapt must be \(minimum, maximum\) jobs"),
+        ("slurm", {"adapt": (0, 0)}, "maximum >= 1"),
         ("local", {"threads_per_worker": 1.5}, "threads_per_worker must be a positive integer"),
     ],
 )
@@ -169,9 +181,13 @@ GOOD = "jobqueue:\n  slurm:\n    cores: 1\n    memory: 1GiB\n"
         (GOOD.replace("cores: 1", "cores: two"), "jobqueue.slurm.cores must be a positive integer"),
         (GOOD.replace("1GiB", "lots"), "jobqueue.slurm.memory is not a memory size"),
         (GOOD + "    job-extra-directives: --gres=gpu:1\n", "slurm.job-extra-directives must be a list"),
-        ("slurm:\n  cores: 1\n", "exactly one top-level key 'jobqueue'"),
+        ("slurm:\n  cores: 1\n", "must hold the top-level key 'jobqueue'"),
         ("jobqueue:\n  pbs:\n    cores: 1\n", "'jobqueue' must hold only 'slurm'"),
-        ("- 1\n- 2\n", "exactly one top-level key 'jobqueue'"),
+        ("- 1\n- 2\n", "must hold the top-level key 'jobqueue'"),
+        (GOOD + "distributed: {}\n", "optionally 'cdiplatform', found \\['distributed', 'jobqueue'\\]"),
+        (GOOD + "cdiplatform:\n  jobs: 2\n", "'cdiplatform' may hold only 'adapt'"),
+        (GOOD + "cdiplatform:\n  adapt: {minimum-jobs: 1}\n", "must hold minimum-jobs and maximum-jobs"),
+        (GOOD + "cdiplatform:\n  adapt: {minimum-jobs: 2, maximum-jobs: 1}\n", "cdiplatform.adapt must be"),
     ],
 )
 def test_bad_slurm_file_names_file_and_key(tmp_path, text, message):
@@ -200,68 +216,170 @@ def test_default_slurm_file_maps_to_jobqueue_keywords(repo_root):
     kwargs = load_slurm_config(repo_root / "jobs" / "slurm.yaml")
     assert kwargs["cores"] >= 1
     assert kwargs["processes"] == 1
-    assert kwargs["job_name"] == "cdip-worker"
+    assert kwargs["job_name"] == "cdip-cpu"
     assert isinstance(kwargs["job_extra_directives"], list)
     assert all("-" not in key for key in kwargs)
 
 
-# -- real SLURM ------------------------------------------------------------------------
+@pytest.mark.parametrize(("text", "bounds"), [("1:8", (1, 8)), ("0:1", (0, 1)), (" 2:2", (2, 2))])
+def test_parse_adapt(text, bounds):
+    assert parse_adapt(text) == bounds
 
 
-def _squeue_ids() -> set[str]:
-    out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True)
-    return set(out.stdout.split())
+@pytest.mark.parametrize("text", ["8", "1-8", "a:b", "3:2", "0:0", "-1:2", ""])
+def test_parse_adapt_refuses(text):
+    with pytest.raises(ValueError, match="adapt"):
+        parse_adapt(text)
 
 
-def _wait_gone(job_ids: set[str], timeout: float = 30.0) -> set[str]:
-    deadline = time.monotonic() + timeout
-    while (left := job_ids & _squeue_ids()) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return left
+# -- SLURM pools ---------------------------------------------------------------------
+
+
+def _pool_file(tmp_path: Path, name: str, *, adapt=None, extra: str = "") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    text = GOOD.replace("    memory: 1GiB\n", f"    memory: 1GiB\n    name: cdip-{name}\n    interface: lo\n"
+                                           f"    log-directory: {tmp_path / 'logs'}\n{extra}")
+    if adapt is not None:
+        text += f"cdiplatform:\n  adapt:\n    minimum-jobs: {adapt[0]}\n    maximum-jobs: {adapt[1]}\n"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("adapt", "workers", "from_file", "bounds"),
+    [(None, None, None, (1, 1)), (None, None, (0, 4), (0, 4)), (None, 3, (0, 4), (3, 3)), ((2, 5), None, (0, 4), (2, 5))],
+)
+def test_pool_bounds_come_from_adapt_then_workers_then_the_file(tmp_path, adapt, workers, from_file, bounds):
+    path = _pool_file(tmp_path, "cpu", adapt=from_file)
+    (pool,), cluster_kwargs = slurm_pools([str(path)], jobs=workers, adapt=adapt)
+    assert (pool.minimum, pool.maximum) == bounds
+    assert pool.label == "cpu" and pool.resources == {} and pool.processes == 1
+    assert cluster_kwargs == {"scheduler_options": {}}
+
+
+def test_every_file_is_a_pool_with_its_resources(tmp_path):
+    cpu = _pool_file(tmp_path, "cpu", extra="    scheduler-options: {port: 0}\n")
+    gpu = _pool_file(tmp_path, "gpu", extra="    processes: 2\n    cores: 2\n"
+                                           "    worker-extra-args: ['--resources', 'GPU=1', '--lifetime', '1h']\n")
+    pools, cluster_kwargs = slurm_pools([str(cpu), str(gpu), str(gpu)], adapt=(0, 2))
+    assert [p.label for p in pools] == ["cpu", "gpu", "gpu_2"]
+    assert [p.resources for p in pools] == [{}, {"GPU": 1.0}, {"GPU": 1.0}]
+    assert pools[1].processes == 2 and "export OMP_NUM_THREADS=1" in pools[1].job["job_script_prologue"]
+    assert cluster_kwargs == {"scheduler_options": {"port": 0}}  # the first file's, the others' never
+    assert all("scheduler_options" not in p.job for p in pools)
+
+
+@pytest.mark.parametrize(
+    ("args", "resources"),
+    [([], {}), (["--resources", "GPU=1"], {"GPU": 1.0}), (["--nthreads", "2", "--resources=GPU=2,MEM=1e9"],
+                                                          {"GPU": 2.0, "MEM": 1e9}),
+     (["--resources", "GPU=1 FPGA=1"], {"GPU": 1.0, "FPGA": 1.0})],
+)
+def test_worker_resources_from_worker_args(args, resources):
+    assert worker_resources(args) == resources
+
+
+def test_new_jobs_go_where_work_waits(tmp_path):
+    """Without any job: the first job of each pool up to its minimum, then the GPU pool when a task asks for GPU
+    and no worker offers it, otherwise the pool without resources. No SLURM needed: nothing is submitted."""
+    from distributed import Client
+
+    from cdiplatform.pipeline.cluster.pools import PooledSLURMCluster
+
+    cpu = _pool_file(tmp_path, "cpu")
+    gpu = _pool_file(tmp_path, "gpu", extra="    worker-extra-args: ['--resources', 'GPU=1']\n")
+    pools, kwargs = slurm_pools([str(cpu), str(gpu)], adapt=(0, 2))
+    kwargs["scheduler_options"].update(dashboard=False)
+    with PooledSLURMCluster(pools, **kwargs) as cluster, Client(cluster) as client:
+        assert cluster.jobs_per_pool() == {"cpu": 0, "gpu": 0}
+        assert cluster._pool_to_grow([0, 0]) == 0
+        assert "--resources GPU=1" in cluster.job_script_of("gpu")
+        assert "--resources" not in cluster.job_script_of("cpu")
+        future = client.submit(sum, [1, 2], resources={"GPU": 1})
+        deadline = time.monotonic() + 10
+        while not cluster._waiting_resources() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cluster._waiting_resources() == {"GPU"}
+        assert cluster._pool_to_grow([0, 0]) == 1
+        assert cluster._pool_to_grow([0, 2]) == 0  # the GPU pool is full
+        assert cluster._pool_to_grow([2, 2]) is None
+        del future
 
 
 @pytest.mark.slurm
 @pytest.mark.timeout(120)
-def test_slurm_jobs_run_tasks_and_are_cancelled(slurm, repo_root):
+def test_adaptive_pools_start_from_zero_where_work_waits(slurm, require, tmp_path):
+    """Pools between 0 and 1 job submit nothing until work comes; a torch-like task (GPU=1) gets a GPU job,
+    the CPU pool stays empty."""
+    require(slurm.gpus >= 1, f"the test SLURM node offers {slurm.gpus} gpu GRES")
+
     def job_id() -> str:
         return os.environ["SLURM_JOB_ID"]
 
-    handle = connect(f"slurm:{repo_root / 'jobs' / 'slurm.yaml'}", workers=2, wait=60)
-    try:
-        assert handle.kind == "slurm"
-        script = handle.cluster.job_script()
-        assert "#SBATCH --cpus-per-task=1" in script
-        assert "export OMP_NUM_THREADS=1" in script
-        ids = set(handle.client.run(job_id).values())
-        assert len(ids) == 2
-        assert ids <= _squeue_ids()
-        ran_in = set(handle.client.gather(handle.client.map(lambda i: job_id(), range(8))))
-        assert ran_in <= ids
-        assert {e["torch"] for e in thread_report(handle.client).values()} == {1}
-    finally:
-        handle.close()
-    assert _wait_gone(ids) == set()
-
-
-@pytest.mark.slurm
-@pytest.mark.timeout(120)
-def test_slurm_gpu_resource_from_worker_args(slurm, tmp_path):
-    path = tmp_path / "gpu.yaml"
-    path.write_text(
-        "jobqueue:\n  slurm:\n    name: cdip-gpu-test\n    cores: 1\n    memory: 1GiB\n"
-        "    interface: lo\n    walltime: '00:05:00'\n"
-        f"    log-directory: {tmp_path / 'logs'}\n"
-        "    worker-extra-args: ['--resources', 'GPU=1']\n"
-    )
-    with connect(f"slurm:{path}", workers=1, wait=60, dashboard=False) as handle:
+    cpu = _pool_file(tmp_path, "cpu", adapt=(0, 1))
+    gpu = _pool_file(tmp_path, "gpu", adapt=(0, 1), extra=(
+        "    job-extra-directives: ['--gres=gpu:1']\n    worker-extra-args: ['--resources', 'GPU=1']\n"))
+    with connect(f"slurm:{cpu},{gpu}", dashboard=False) as handle:
         assert handle.dashboard_link is None
-        assert list(gpu_resources(handle.client).values()) == [1.0]
-        assert task_resources(handle.client, uses_torch=True) == {"GPU": 1}
+        assert handle.cluster.jobs_per_pool() == {"cpu": 0, "gpu": 0}
+        assert task_resources(handle.client, uses_torch=True) == {"GPU": 1}  # declared, before any worker
+        ran_in = handle.client.submit(job_id, resources=task_resources(handle.client, True)).result(timeout=90)
+        assert handle.cluster.jobs_per_pool() == {"cpu": 0, "gpu": 1}
         # keep no reference to the job objects: dask-jobqueue's close asserts on live ones
-        job_ids = {str(j.job_id) for j in handle.cluster.workers.values()}
-        assert len(job_ids) == 1
-    assert _wait_gone(job_ids) == set()
-    assert Path(tmp_path / "logs").is_dir()
+        assert [ran_in] == [str(job.job_id) for job in handle.cluster.workers.values()]
+
+
+def test_shipped_slurm_files_are_jobqueue_configuration(repo_root):
+    """jobs/slurm.yaml and jobs/slurm_gpu.yaml: dask-jobqueue reads them as its own configuration (the
+    cdiplatform section aside); workers retire before their walltime; GPU jobs ask one GPU and advertise it."""
+    import yaml
+    from dask.utils import parse_timedelta
+    from dask_jobqueue.slurm import SLURMJob
+
+    scripts = {}
+    for name in ("slurm", "slurm_gpu"):
+        path = repo_root / "jobs" / f"{name}.yaml"
+        file = read_slurm_file(path)
+        assert file.adapt is not None and file.adapt[0] >= 1
+        args = file.kwargs["worker_extra_args"]
+        lifetime = parse_timedelta(args[args.index("--lifetime") + 1])
+        stagger = parse_timedelta(args[args.index("--lifetime-stagger") + 1])
+        h, m, s = (int(x) for x in file.kwargs["walltime"].split(":"))
+        assert lifetime + stagger <= h * 3600 + m * 60 + s - 600, "less than 10 min left for the last chunk"
+        data = yaml.safe_load(path.read_text())  # merged into Dask's configuration as a config file would be
+        keys = {f"jobqueue.slurm.{k}": v for k, v in data.pop("jobqueue")["slurm"].items()}
+        with dask.config.set({**keys, **data}):
+            scripts[name] = SLURMJob(scheduler="tcp://127.0.0.1:8786", name="w").job_script()
+    assert "--gres" not in scripts["slurm"] and "--resources" not in scripts["slurm"]
+    assert "#SBATCH --gres=gpu:1" in scripts["slurm_gpu"] and "--resources GPU=1" in scripts["slurm_gpu"]
+    assert all("--lifetime-stagger 5m" in script for script in scripts.values())
+
+
+# -- declared resources, the dashboard tunnel -------------------------------------------
+
+
+def test_declared_gpu_workers_get_torch_tasks_before_they_arrive():
+    with connect("local", workers=1, dashboard=False) as handle:
+        assert task_resources(handle.client, uses_torch=True) is None
+        declare_resources(handle.client, [{}, {"GPU": 1.0}])
+        assert declared_resources(handle.client) == {"GPU"}
+        assert task_resources(handle.client, uses_torch=True) == {"GPU": 1}
+        assert task_resources(handle.client, uses_torch=False) is None
+
+
+def test_tunnel_command_reaches_the_loopback_dashboard(local_client):
+    from urllib.parse import urlparse
+
+    from cdiplatform.pipeline.cluster import ClusterHandle
+
+    handle = ClusterHandle(local_client, None, "slurm", local_client.dashboard_link)
+    port = urlparse(local_client.dashboard_link).port
+    assert tunnel_command(handle, user="ana", host="login1.example.org") == (
+        f"ssh -N -L 8787:127.0.0.1:{port} ana@login1.example.org")
+    default = tunnel_command(handle, local_port=9000).split()
+    assert default[:4] == ["ssh", "-N", "-L", f"9000:127.0.0.1:{port}"]
+    assert default[4].split("@")[1] not in ("localhost", "")
+    assert tunnel_command(ClusterHandle(local_client, None, "slurm", None)) == ""  # no dashboard
 
 
 # -- testing helpers -------------------------------------------------------------------
@@ -279,7 +397,26 @@ def test_slurm_conf_describes_one_node():
     text = slurm_conf(node="box", address="10.0.0.5", cpus=8, memory_mb=30000, state_dir=Path("/x"))
     lines = text.splitlines()
     assert "SlurmctldHost=box(10.0.0.5)" in lines
-    assert "NodeName=box NodeAddr=10.0.0.5 CPUs=8 RealMemory=30000 State=UNKNOWN" in lines
+    assert "NodeName=box NodeAddr=10.0.0.5 CPUs=8 RealMemory=30000 Gres=gpu:2 State=UNKNOWN" in lines
+    assert "GresTypes=gpu" in lines
     assert "PartitionName=debug Nodes=box Default=YES MaxTime=INFINITE State=UP" in lines
     assert "StateSaveLocation=/x/ctld" in lines
     assert "AccountingStorageType=accounting_storage/none" in lines
+
+
+@pytest.mark.slurm
+def test_the_test_node_offers_gpu_gres_and_is_not_restarted_when_up(slurm):
+    from cdiplatform.testing.slurm import GPUS, MIN_CPUS, ensure_slurm
+
+    again = ensure_slurm()
+    assert not again.started
+    assert (again.gpus, again.cpus >= MIN_CPUS) == (GPUS, True)
+    gres = subprocess.run(["sinfo", "-h", "-N", "-n", again.node, "-o", "%G"], capture_output=True, text=True,
+                          check=True)
+    assert gres.stdout.split() == [f"gpu:{GPUS}"]
+
+
+def test_gres_conf_names_fake_devices():
+    text = gres_conf(node="box", gpus=2, device_dir=Path("/x"))
+    assert text.splitlines()[1] == "NodeName=box Name=gpu File=/x/fake-gpu[0-1]"
+    assert "Gres=" not in slurm_conf(node="box", address="10.0.0.5", cpus=8, memory_mb=30000, gpus=0)

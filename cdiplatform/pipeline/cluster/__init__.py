@@ -7,15 +7,21 @@ into a :class:`ClusterHandle`:
     A :class:`distributed.LocalCluster` of worker processes, by default one
     per core with one thread each.
 ``slurm``
-    A ``dask_jobqueue.SLURMCluster`` configured from ``jobs/slurm.yaml`` in
+    SLURM jobs (dask-jobqueue) configured from ``jobs/slurm.yaml`` in
     the working directory when that file exists, otherwise from Dask's own
     configuration (``~/.config/dask/jobqueue.yaml``, ``DASK_JOBQUEUE__SLURM__*``),
     which is where a facility usually keeps it.
-``slurm:PATH``
-    A ``SLURMCluster`` configured from the YAML file ``PATH``, written in
+``slurm:PATH`` or ``slurm:PATH,PATH...``
+    SLURM jobs configured from the YAML file ``PATH``, written in
     dask-jobqueue's own keys (``jobqueue: slurm: {cores, memory, processes,
     walltime, interface, queue, account, job-extra-directives, ...}``); keys it
-    leaves out come from Dask's configuration.
+    leaves out come from Dask's configuration. Several files make several
+    pools of jobs on one scheduler (``slurm:jobs/slurm.yaml,jobs/slurm_gpu.yaml``:
+    CPU jobs and GPU jobs); the first file's ``scheduler-options`` apply.
+    Every pool scales adaptively between a minimum and a maximum number of
+    jobs (``adapt``, or the file's ``cdiplatform: adapt:`` section; default
+    one job), which also replaces jobs that end (``--lifetime``, walltime,
+    ``scancel``): see :mod:`.pools` and docs/slurm.md.
 ``tcp://HOST:PORT`` (or ``tls://``...)
     A scheduler that is already running.
 
@@ -29,10 +35,16 @@ from __future__ import annotations
 
 from cdiplatform.errors import ClusterConfigError
 from cdiplatform.pipeline.cluster.handle import ClusterHandle
-from cdiplatform.pipeline.cluster.resources import gpu_resources, has_gpu_workers, task_resources
+from cdiplatform.pipeline.cluster.resources import (
+    declared_resources,
+    gpu_resources,
+    has_gpu_workers,
+    task_resources,
+)
 from cdiplatform.pipeline.cluster.slurm import DEFAULT_SLURM_CONFIG
-from cdiplatform.pipeline.cluster.slurm_config import load_slurm_config
+from cdiplatform.pipeline.cluster.slurm_config import check_adapt, load_slurm_config, read_slurm_file
 from cdiplatform.pipeline.cluster.threads import ThreadLimits, thread_report
+from cdiplatform.pipeline.cluster.tunnel import tunnel_command
 
 __all__ = [
     "DEFAULT_DASHBOARD_ADDRESS",
@@ -40,11 +52,15 @@ __all__ = [
     "ClusterHandle",
     "ThreadLimits",
     "connect",
+    "declared_resources",
     "gpu_resources",
     "has_gpu_workers",
     "load_slurm_config",
+    "parse_adapt",
+    "read_slurm_file",
     "task_resources",
     "thread_report",
+    "tunnel_command",
 ]
 
 #: where the dashboard listens unless asked otherwise: loopback, a free port
@@ -61,6 +77,7 @@ def connect(
     dashboard: bool = True,
     dashboard_address: str | None = None,
     gpu_workers: int | None = None,
+    adapt: tuple[int, int] | None = None,
     wait: float | None = None,
     timeout: float = 30.0,
 ) -> ClusterHandle:
@@ -69,12 +86,13 @@ def connect(
     Parameters
     ----------
     spec : str
-        ``"local"``, ``"slurm"``, ``"slurm:PATH"`` or a scheduler address
-        ``"tcp://HOST:PORT"`` (see the module's docstring).
+        ``"local"``, ``"slurm"``, ``"slurm:PATH[,PATH...]"`` or a scheduler
+        address ``"tcp://HOST:PORT"`` (see the module's docstring).
     workers : int, optional
         Local: number of worker processes (default: one per core).
-        SLURM: number of jobs to submit (default 1; each job runs
-        ``processes`` workers). Address: how many workers ``wait`` waits for.
+        SLURM: a fixed number of jobs in every pool, replaced when they end
+        (each job runs ``processes`` workers); same as ``adapt=(workers, workers)``.
+        Address: how many workers ``wait`` waits for.
     threads_per_worker : int, optional
         Local only: task threads per worker process (default 1).
     dashboard : bool
@@ -89,11 +107,16 @@ def connect(
         sees one device through ``CUDA_VISIBLE_DEVICES``). Default: one per
         CUDA device torch sees, at most ``workers``. Tests set it on a CPU
         machine to check where torch tasks go.
+    adapt : (int, int), optional
+        SLURM only: every pool scales between this minimum and maximum number
+        of jobs (overrides the files' ``cdiplatform.adapt``; see
+        :func:`parse_adapt` for ``--adapt MIN:MAX``). Default: the file's, else
+        one job.
     wait : float, optional
-        SLURM and address: seconds to wait for all workers (``workers`` jobs
-        times ``processes``; for an address, ``workers``) before returning;
-        None returns at once and tasks start as workers arrive. Local
-        clusters are always waited for.
+        SLURM and address: seconds to wait for the workers (SLURM: every
+        pool's minimum jobs times ``processes``; for an address, ``workers``)
+        before returning; None returns at once and tasks start as workers
+        arrive. Local clusters are always waited for.
     timeout : float
         Seconds to wait for a scheduler at an address to answer, or for
         local workers to start.
@@ -118,6 +141,13 @@ def connect(
             raise ClusterConfigError(f"{name} must be a positive integer, got {value!r}")
     if gpu_workers is not None and (not isinstance(gpu_workers, int) or gpu_workers < 0):
         raise ClusterConfigError(f"gpu_workers must be a non-negative integer, got {gpu_workers!r}")
+    is_slurm = spec == "slurm" or spec.startswith("slurm:")
+    if adapt is not None:
+        if not is_slurm:
+            raise ClusterConfigError(f"adapt is for SLURM clusters, not for {spec!r}")
+        if workers is not None:
+            raise ClusterConfigError("give workers (a fixed number of jobs) or adapt (minimum, maximum), not both")
+        adapt = check_adapt(adapt)
 
     address = dashboard_address or DEFAULT_DASHBOARD_ADDRESS
     if spec == "local":
@@ -131,18 +161,38 @@ def connect(
             gpu_workers=gpu_workers,
             timeout=timeout,
         )
-    if spec == "slurm" or spec.startswith("slurm:"):
-        path = spec[len("slurm:"):] if spec.startswith("slurm:") else None
-        if path == "":
-            raise ClusterConfigError("cluster spec 'slurm:' names no file; use 'slurm' or 'slurm:PATH'")
+    if is_slurm:
+        paths = spec[len("slurm:"):].split(",") if spec.startswith("slurm:") else None
+        if paths is not None and not all(paths):
+            raise ClusterConfigError(f"cluster spec {spec!r} names no file (or an empty one); use 'slurm' or "
+                                     "'slurm:PATH[,PATH...]'")
         from cdiplatform.pipeline.cluster.slurm import connect_slurm
 
-        return connect_slurm(path, jobs=workers or 1, dashboard=dashboard, dashboard_address=address, wait=wait)
+        return connect_slurm(paths, jobs=workers, adapt=adapt, dashboard=dashboard, dashboard_address=address,
+                             wait=wait)
     if spec.startswith(_ADDRESS_SCHEMES):
         from cdiplatform.pipeline.cluster.address import connect_address
 
         return connect_address(spec, workers=workers, wait=wait, timeout=timeout)
     raise ClusterConfigError(
-        f"unknown cluster spec {spec!r}: expected 'local', 'slurm', 'slurm:PATH' "
+        f"unknown cluster spec {spec!r}: expected 'local', 'slurm', 'slurm:PATH[,PATH...]' "
         "or a scheduler address such as 'tcp://host:8786'"
     )
+
+
+def parse_adapt(text: str) -> tuple[int, int]:
+    """``"MIN:MAX"`` (the ``--adapt`` option) as ``(minimum, maximum)`` jobs.
+
+    Raises
+    ------
+    ClusterConfigError (a ValueError)
+        Not two integers with 0 <= MIN <= MAX and MAX >= 1.
+    """
+    lo, sep, hi = str(text).partition(":")
+    try:
+        bounds = (int(lo), int(hi)) if sep else None
+    except ValueError:
+        bounds = None
+    if bounds is None:
+        raise ClusterConfigError(f"--adapt must be MIN:MAX jobs, such as 1:8, got {text!r}")
+    return check_adapt(bounds, where="--adapt")

@@ -9,7 +9,28 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["cuda_devices", "gpu_resources", "has_gpu_workers", "task_resources"]
+__all__ = ["DECLARED_RESOURCES", "cuda_devices", "declare_resources", "declared_resources", "gpu_resources",
+           "has_gpu_workers", "task_resources"]
+
+#: scheduler metadata key: the resources that workers of this cluster will advertise once they arrive
+DECLARED_RESOURCES = ("cdiplatform", "declared-resources")
+
+
+def declare_resources(client: Client, per_pool: list[dict[str, float]]) -> None:
+    """Record on the scheduler the resources that the cluster's workers will advertise.
+
+    SLURM workers arrive long after the cluster starts (queue wait, adaptive
+    scaling from zero): a torch stage submitted before the first GPU worker
+    connects must still ask for ``GPU``, and wait for it, rather than run on
+    whatever CPU worker is there. :func:`task_resources` reads this record.
+    """
+    names = sorted({name for resources in per_pool for name, amount in resources.items() if amount > 0})
+    client.set_metadata(list(DECLARED_RESOURCES), names)
+
+
+def declared_resources(client: Client) -> set[str]:
+    """The resources recorded by :func:`declare_resources` (empty when none were)."""
+    return set(client.get_metadata(list(DECLARED_RESOURCES), default=[]) or [])
 
 
 def gpu_resources(client: Client) -> dict[str, float]:
@@ -45,10 +66,11 @@ def task_resources(client: Client, uses_torch: bool) -> dict[str, int] | None:
     Returns
     -------
     dict or None
-        ``{"GPU": 1}`` when ``uses_torch`` and a worker advertises ``GPU``;
-        None otherwise (the task may run on any worker).
+        ``{"GPU": 1}`` when ``uses_torch`` and a worker advertises ``GPU``, or
+        the cluster declared that its workers will (:func:`declare_resources`:
+        SLURM GPU jobs still queued); None otherwise (the task may run on any worker).
     """
-    if uses_torch and has_gpu_workers(client):
+    if uses_torch and (has_gpu_workers(client) or "GPU" in declared_resources(client)):
         return {"GPU": 1}
     return None
 
