@@ -34,7 +34,9 @@ app.command("reprocess")(reprocess)
 app.command("export")(export)
 app.command("report")(report)
 
-ClusterOpt = Annotated[str, typer.Option(help="local | slurm | slurm:PATH.yaml | tcp://ADDRESS")]
+ClusterOpt = Annotated[str, typer.Option(help="local | slurm | slurm:PATH.yaml[,PATH.yaml] | tcp://ADDRESS")]
+AdaptOpt = Annotated[Optional[str], typer.Option(help="SLURM: keep between MIN and MAX jobs per pool, replacing "
+                                                       "those that end (MIN:MAX)", metavar="MIN:MAX")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="worker processes (local) or SLURM jobs")]
 DashboardOpt = Annotated[Optional[str], typer.Option(
     help="HOST:PORT of the dashboard (default 127.0.0.1:0, loopback only; 0.0.0.0:8787 opens it to the network)")]
@@ -68,6 +70,7 @@ def run(
     catalog: Annotated[Optional[Path], typer.Option(help="output catalog (default: the job's)")] = None,
     cluster: ClusterOpt = "local",
     workers: WorkersOpt = None,
+    adapt: AdaptOpt = None,
     dashboard_address: DashboardOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would run and what is done")] = False,
     new_run: Annotated[bool, typer.Option("--new-run", help="replace outputs written by another run")] = False,
@@ -87,7 +90,7 @@ def run(
         _dry_run(job, catalog)
         return
     _run(job, catalog=catalog, cluster=cluster, workers=workers, new_run=new_run,
-         dashboard_address=dashboard_address, break_lock=break_lock, watch=watch, poll=poll)
+         dashboard_address=dashboard_address, break_lock=break_lock, watch=watch, poll=poll, adapt=adapt)
 
 
 class _PerformanceReport:
@@ -122,7 +125,7 @@ class _PerformanceReport:
 
 
 def _run(job, *, catalog, cluster, workers, new_run, dashboard_address=None, break_lock=False, watch=False,
-         poll=10.0) -> None:
+         poll=10.0, adapt=None) -> None:
     from cdiplatform.catalog.lock import RunLock, check_unlocked
     from cdiplatform.pipeline.cluster import connect
     from cdiplatform.pipeline.runner import plan_job
@@ -135,8 +138,11 @@ def _run(job, *, catalog, cluster, workers, new_run, dashboard_address=None, bre
     check_unlocked(target, break_lock=break_lock)  # a second run is refused before a cluster starts
     plan_job(job, catalog=target)  # every check that can fail before a cluster starts
     say(f"{len(job.stages)} stage(s) into {target}", prefix=f"{job.name}: ", prefix_style="bold")
+    from cdiplatform.pipeline.cluster import parse_adapt
+
     try:
-        handle = connect(cluster, workers=workers, dashboard_address=dashboard_address)
+        handle = connect(cluster, workers=workers, dashboard_address=dashboard_address,
+                         adapt=parse_adapt(adapt) if adapt else None)
     except (ValueError, OSError, TimeoutError) as exc:
         fail(f"cluster {cluster!r}: {exc}")
     with handle:

@@ -29,7 +29,7 @@ def reprocess(
     dark: Annotated[Optional[Path], typer.Option(help="dark field of the whole sensor")] = None,
     flat: Annotated[Optional[Path], typer.Option(help="white field of the whole sensor")] = None,
     size: Annotated[int, typer.Option(help="phasing grid: voxels per axis of the cube at the Bragg peak")] = 64,
-    cluster: Annotated[str, typer.Option(help="local | slurm | slurm:PATH.yaml | tcp://ADDRESS")] = "local",
+    cluster: Annotated[str, typer.Option(help="local | slurm | slurm:PATH.yaml[,PATH.yaml] | tcp://ADDRESS")] = "local",
     workers: Annotated[Optional[int], typer.Option(help="worker processes (local) or SLURM jobs")] = None,
     watch: Annotated[bool, typer.Option("--watch", help="process each new scan once it is complete, until "
                                                         "stopped (Ctrl-C)")] = False,

@@ -578,6 +578,9 @@ def _collect(client, futures: list, chunk_scans: dict, report: StageReport, on_p
             raise
         except BaseException as exc:  # the task was lost or cancelled: the chunk stays pending
             error, full = f"{type(exc).__name__}: {exc}", _disk_full(exc)
+        # the outcome is handled: let go of it, or a worker that ends (scancel, --lifetime) would make the
+        # scheduler recompute every chunk whose result it still held
+        fut.release()
         if error:
             if full and not report.disk_full:  # no further chunk can be written: stop the stage
                 report.disk_full = True
@@ -700,6 +703,7 @@ def _run_set_stage(job: Job, spec: StageSpec, catalog: Path, *, client, new_run:
                 report.disk_full = True
         else:
             member, outcome_ok, why = outcome.member, outcome.ok, outcome.reason
+        fut.release()  # handled: a worker that ends must not recompute it
         ident = beamtime.split("/", 1)[1] + "/" + member
         if outcome_ok:
             report.ok += 1
