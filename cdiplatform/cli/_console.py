@@ -30,9 +30,10 @@ def text(value: Any, style: str | None = None) -> Text:
 
 def say(message: str, *, style: str | None = None, prefix: str = "", prefix_style: str = "",
         console: Console | None = None) -> None:
-    """Print ``prefix`` (styled) then ``message`` as text."""
+    """Print ``prefix`` (styled) then ``message`` as text, never folded at the terminal's width (a path
+    or a node name stays whole, to copy and to grep)."""
     line = Text(prefix, style=prefix_style) + Text(message, style=style or "") if prefix else text(message, style)
-    (console or out).print(line)
+    (console or out).print(line, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> None:

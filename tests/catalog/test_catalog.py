@@ -34,7 +34,7 @@ def cat(tmp_path):
 
 def test_new_catalog_has_the_layout_and_opens_with_plain_xarray(cat):
     tree = xr.open_datatree(cat.path, engine="zarr", consolidated=False)
-    assert set(tree.children) == {"raw", "collections", "results", "models", "training", "benchmarks"}
+    assert set(tree.children) == {"raw", "collections", "results", "models", "training", "benchmarks", "reports"}
     assert cat.nodes() == []
 
 

@@ -197,7 +197,6 @@ output = "results/r"
 algorithm = "10*ER"
 average_last = 0
 n_starts = 1
-model_size = 8
 chunk = 1
 
 [[stage]]

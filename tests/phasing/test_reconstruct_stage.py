@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -102,6 +104,24 @@ def test_validate_refuses_bad_params(padded_collection, kw, match):
     stage = get_stage("reconstruct")()
     with pytest.raises(ValueError, match=match):  # from the table (a JobError) or from validate
         stage.validate(_params(stage, **kw), {"collection": padded_collection})
+
+
+@pytest.mark.parametrize("stage_name", ["reconstruct", "refine"])
+def test_a_model_size_that_disagrees_with_the_grid_relation_is_refused_up_front(padded_collection, stage_name):
+    # A user's job set model_size = 8 on a collection whose pad recorded model grid 16: every scan
+    # failed in put() with a broadcast error; the conflict is now refused before anything runs.
+    from cdiplatform.physics.grids import GridRelation
+
+    relation = json.dumps(GridRelation.for_zero_padding((16, 16), factor=2).to_dict())
+    ds = padded_collection.assign(grid_relation=("scan", [relation] * 4))
+    stage = get_stage(stage_name)()
+    inputs = {"collection": ds}
+    if stage_name == "refine":
+        inputs["seed"] = ds[["amplitude", "phase"]]
+    params = _params if stage_name == "reconstruct" else (lambda s, **kw: build_params(type(s), kw, where="test"))
+    with pytest.raises(ValueError, match="disagrees with the collection's grid_relation"):
+        stage.validate(params(stage, model_size=8), inputs)
+    stage.validate(params(stage, model_size=16), inputs)  # agreeing is fine
 
 
 def test_a_recipe_then_overrides_and_nested_tables():

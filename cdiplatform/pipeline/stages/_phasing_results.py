@@ -46,6 +46,11 @@ def model_grid(model_size: int, ds: Any, grid: tuple[int, ...], *, stage: str) -
         return None
     if len(model) != len(grid) or any(m > n for m, n in zip(model, grid)):
         raise ValueError(f"{stage}: model grid {model} does not fit in the collection's grid {grid}")
+    if model_size > 0 and "grid_relation" in ds and ds.sizes["scan"] > 0:
+        recorded = tuple(json.loads(str(ds["grid_relation"].values[0]))["model_grid"])
+        if recorded != model:
+            raise ValueError(f"{stage}: model_size {model_size} disagrees with the collection's grid_relation "
+                             f"(model grid {recorded}); leave model_size at 0 to use the recorded relation")
     return None if model == grid else model
 
 
