@@ -296,7 +296,8 @@ class _Writer:
         return rows
 
     def _gold(self, group: Group) -> dict[str, Any] | None:
-        """The distributions of a simulated gold collection (what ``tools/report_gold.py`` drew)."""
+        """The distributions of a simulated gold collection (phases inside the strained crystals, phase range,
+        plane-fit residual, residual strain)."""
         if group.collection is None:
             return None
         ds = self.sources.open(group.collection)

@@ -1,6 +1,6 @@
 """Our post-processing beside cohere's (``beamline_postprocess`` with a ``config_disp``) on scan 54.
 
-    OMP_NUM_THREADS=1 python tools/compare_cohere_postprocess.py \\
+    OMP_NUM_THREADS=1 python tests/benchmarks/bench_postprocess_peer.py \\
         --peer-venv /tmp/peer-venv --work /tmp/cohere-postprocess
 
 1. Phases the 64^3 cube of scan 54 (``catalogs/examples.zarr:collections/scan54_64``) with our
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data" / "aps34idc-au111-scan54"
 
 CONFIG_DISP = """results_dir = "{ws}"
