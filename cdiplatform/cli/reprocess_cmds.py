@@ -37,7 +37,7 @@ def reprocess(
     new_run: Annotated[bool, typer.Option("--new-run", help="replace nodes another run wrote")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would run and what is done")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="NAME=VALUE",
-                                                      help="another variable of the job (algorithm, starts...)")]
+                                                      help="another variable of the job (algorithm, starts, fsc...)")]
     = None,
 ) -> None:
     """Reprocess a beamtime: ingest, prepare, the network's guess, ER/HIO (and what follows), scan by scan.

@@ -29,8 +29,10 @@ from cdiplatform.postprocess.resolution import (
     ResolutionCurve,
     binomial_split,
     fourier_shell_correlation,
+    max_shells,
     orthogonal_q_step,
     prtf,
+    prtf_of_average,
 )
 
 __all__ = [
@@ -44,11 +46,13 @@ __all__ = [
     "fourier_shell_correlation",
     "frame_rotation",
     "masked_gradient",
+    "max_shells",
     "mean_strain",
     "orthogonal_grid",
     "orthogonal_q_step",
     "postprocess_scans",
     "prtf",
+    "prtf_of_average",
     "real_space_basis",
     "remove_phase_ramp",
     "strain_along",

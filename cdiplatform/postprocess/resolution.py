@@ -40,8 +40,10 @@ __all__ = [
     "ResolutionCurve",
     "binomial_split",
     "fourier_shell_correlation",
+    "max_shells",
     "orthogonal_q_step",
     "prtf",
+    "prtf_of_average",
 ]
 
 _ANGSTROM_PER_NM = 10.0
@@ -178,6 +180,91 @@ def _curve(kind, shells: _Shells, shell, axes, thr_shell, thr_axes) -> Resolutio
                            axis_crossed=np.array([c for _, c in ax]), kind=kind)
 
 
+def max_shells(shape: Sequence[int]) -> int:
+    """The most shells a curve of a grid of ``shape`` voxels can have, whatever its q step.
+
+    The shells are one longest q step wide up to the sphere inscribed in the
+    grid; its distance to the faces of axis ``a`` is at most ``N_a / 2`` steps
+    of axis ``a``, so at most ``min(shape) / 2`` longest steps (equal on an
+    orthogonal grid of equal steps, fewer on a sheared one):
+    ``max(2, min(shape) // 2)``. A curve stored beside others of the same grid
+    but of another q step fits in this many, NaN-padded.
+    """
+    n = np.asarray(shape, dtype=int).reshape(-1)
+    if n.size == 0 or np.any(n < 1):
+        raise ValueError(f"shape must be positive sizes, got {tuple(np.asarray(shape).tolist())}")
+    return max(2, int(n.min()) // 2)
+
+
+def prtf_of_average(
+    average,
+    magnitude,
+    *,
+    q_step,
+    measured=None,
+    rotation=None,
+    cone_deg: float = 30.0,
+    n_bins: int | None = None,
+) -> list[ResolutionCurve]:
+    """Phase retrieval transfer function of complex averages of aligned starts.
+
+    The PRTF needs only the average: the caller averages ``K >= 2`` starts,
+    aligned on each other (shift, twin, phase offset), for example the
+    ``keep_best`` kept starts that :func:`cdiplatform.phasing.phase_retrieval`
+    averages. The average of one start gives a PRTF of about 1: meaningless.
+
+    Parameters
+    ----------
+    average : complex array ``(S, *grid)``
+        Per scan, the complex average of the aligned starts, centre ``N // 2``
+        (any whole-pixel roll of it gives the same PRTF), on the scale of the
+        data (the starts' far fields match ``magnitude``).
+    magnitude : array ``(S, *grid)``
+        Measured magnitude ``sqrt(I)`` on the far-field grid, zero frequency at ``N // 2``.
+    q_step : array ``(S, 3, 3)`` or ``(3, 3)``
+        Signed q step of the grid's axes, 1/angstrom.
+    measured : bool array ``(S, *grid)``, optional
+        True where ``magnitude`` was measured.
+    rotation : array ``(3, 3)``, optional
+        Frame axes (rows, lab components) for the per-axis curves; lab axes by default.
+    cone_deg : float
+        Half-angle of the cones around each axis, degrees.
+    n_bins : int, optional
+        Shells; default one per longest q step up to the inscribed sphere
+        (at most :func:`max_shells`).
+
+    Returns
+    -------
+    list of ResolutionCurve, one per scan (threshold ``1/e``).
+    """
+    from cdiplatform.physics.fft import far_field
+
+    avg = np.asarray(average)
+    mag = np.asarray(magnitude, dtype=np.float64)
+    if avg.ndim != 4 or mag.shape != avg.shape:
+        raise ValueError(f"average must be (scan, z, y, x) and magnitude (scan, z, y, x) of the same grid; "
+                         f"got {avg.shape} and {mag.shape}")
+    if not np.all(np.isfinite(mag)) or np.any(mag < 0):
+        raise ValueError("magnitude must be finite and non-negative")
+    meas = np.ones(mag.shape, dtype=bool) if measured is None else np.asarray(measured, dtype=bool)
+    if meas.shape != mag.shape:
+        raise ValueError(f"measured of shape {meas.shape} differs from magnitude {mag.shape}")
+    steps = np.asarray(q_step, dtype=float)
+    steps = np.broadcast_to(steps, (mag.shape[0], 3, 3)) if steps.shape == (3, 3) else steps
+    out = []
+    for s in range(mag.shape[0]):
+        shells = _Shells(mag.shape[1:], steps[s], rotation=rotation, cone_deg=cone_deg, n_bins=n_bins)
+        f_mean = np.abs(far_field(avg[s], ndim=3)).ravel()
+        a = mag[s].ravel()
+        where = meas[s].ravel() & (a > 0)
+        (top, top_axes), (bottom, bottom_axes) = shells.sums(f_mean, where), shells.sums(a, where)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shell, axes = top / bottom, top_axes / bottom_axes
+        thr = np.full(shells.q.size, np.exp(-1.0))
+        out.append(_curve("prtf", shells, shell, axes, thr, np.broadcast_to(thr, (3, thr.size))))
+    return out
+
+
 def prtf(
     objects,
     magnitude,
@@ -193,53 +280,26 @@ def prtf(
     Parameters
     ----------
     objects : complex array ``(S, K, *grid)``
-        Per scan, the ``K`` kept starts, already aligned on each other (shift,
+        Per scan, the ``K >= 2`` kept starts, already aligned on each other (shift,
         twin, phase offset: :func:`cdiplatform.physics.align.align`), centre ``N // 2``.
     magnitude : array ``(S, *grid)``
         Measured magnitude ``sqrt(I)`` on the far-field grid, zero frequency at ``N // 2``.
-    q_step : array ``(S, 3, 3)`` or ``(3, 3)``
-        Signed q step of the grid's axes, 1/angstrom.
-    measured : bool array ``(S, *grid)``, optional
-        True where ``magnitude`` was measured.
-    rotation : array ``(3, 3)``, optional
-        Frame axes (rows, lab components) for the per-axis curves; lab axes by default.
-    cone_deg : float
-        Half-angle of the cones around each axis.
-    n_bins : int, optional
-        Shells; default one per longest q step up to the inscribed sphere.
+    q_step, measured, rotation, cone_deg, n_bins
+        As :func:`prtf_of_average`, which this calls on the mean over ``K``.
 
     Returns
     -------
     list of ResolutionCurve, one per scan (threshold ``1/e``).
     """
-    from cdiplatform.physics.fft import far_field
-
     objs = np.asarray(objects)
-    mag = np.asarray(magnitude, dtype=np.float64)
-    if objs.ndim != 5 or mag.shape != objs.shape[:1] + objs.shape[2:]:
+    mag_shape = np.shape(magnitude)
+    if objs.ndim != 5 or mag_shape != objs.shape[:1] + objs.shape[2:]:
         raise ValueError(f"objects must be (scan, start, z, y, x) and magnitude (scan, z, y, x) of the same "
-                         f"grid; got {objs.shape} and {mag.shape}")
+                         f"grid; got {objs.shape} and {mag_shape}")
     if objs.shape[1] < 2:
         raise ValueError("the PRTF needs at least 2 kept starts (keep_best > 1); with one it is trivially 1")
-    if not np.all(np.isfinite(mag)) or np.any(mag < 0):
-        raise ValueError("magnitude must be finite and non-negative")
-    meas = np.ones(mag.shape, dtype=bool) if measured is None else np.asarray(measured, dtype=bool)
-    if meas.shape != mag.shape:
-        raise ValueError(f"measured of shape {meas.shape} differs from magnitude {mag.shape}")
-    steps = np.asarray(q_step, dtype=float)
-    steps = np.broadcast_to(steps, (mag.shape[0], 3, 3)) if steps.shape == (3, 3) else steps
-    out = []
-    for s in range(mag.shape[0]):
-        shells = _Shells(mag.shape[1:], steps[s], rotation=rotation, cone_deg=cone_deg, n_bins=n_bins)
-        f_mean = np.abs(far_field(objs[s].mean(axis=0), ndim=3)).ravel()
-        a = mag[s].ravel()
-        where = meas[s].ravel() & (a > 0)
-        (top, top_axes), (bottom, bottom_axes) = shells.sums(f_mean, where), shells.sums(a, where)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            shell, axes = top / bottom, top_axes / bottom_axes
-        thr = np.full(shells.q.size, np.exp(-1.0))
-        out.append(_curve("prtf", shells, shell, axes, thr, np.broadcast_to(thr, (3, thr.size))))
-    return out
+    return prtf_of_average(objs.mean(axis=1), magnitude, q_step=q_step, measured=measured, rotation=rotation,
+                           cone_deg=cone_deg, n_bins=n_bins)
 
 
 def binomial_split(counts, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

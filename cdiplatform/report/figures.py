@@ -14,10 +14,10 @@ from typing import Any
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
 __all__ = ["ERROR_LABELS", "central_slices", "convergence", "error_histograms", "gold_distributions",
-           "object_crop", "shared_phase_limit", "time_per_method"]
+           "object_crop", "resolution_curves", "shared_phase_limit", "time_per_method"]
 
 #: what each error metric is, as the axes say it (the 2018 CDI NN paper's Fig. 4)
 ERROR_LABELS = {
@@ -366,6 +366,78 @@ def convergence(histories: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Pa
     ax_time.legend(fontsize="small")
     if not cleaned:
         ax_conv.text(0.5, 0.5, "no history recorded", ha="center", va="center", transform=ax_conv.transAxes)
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    return _save(fig, path)
+
+
+#: panel title of each kind of resolution curve
+RESOLUTION_TITLES = {"prtf": "PRTF (kept starts)", "fsc": "FSC (binomial halves)"}
+
+
+def resolution_curves(curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]], path: Path,
+                      *, title: str = "") -> Path:
+    """PRTF and FSC curves of one scan against ``|q|``, the methods overlaid, each with its threshold.
+
+    Parameters
+    ----------
+    curves : mapping
+        ``curves[kind][method] = (q, curve, threshold)``, ``kind`` ``"prtf"``
+        or ``"fsc"``: shell centres (1/angstrom), the curve and its threshold
+        per shell (NaN padding left out). One panel per kind; the top axis
+        gives the half-period ``pi / q`` in nm.
+    path : Path
+        PNG to write.
+    title : str
+        Figure title.
+
+    Raises
+    ------
+    ValueError
+        When no curve has a finite value.
+    """
+    cleaned: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    for kind, per in curves.items():
+        for method, (q, curve, threshold) in per.items():
+            q, curve = np.asarray(q, float), np.asarray(curve, float)
+            threshold = np.broadcast_to(np.asarray(threshold, float), q.shape)
+            keep = np.isfinite(q) & np.isfinite(curve) & (q > 0)
+            if keep.any():
+                cleaned.setdefault(kind, {})[method] = (q[keep], curve[keep], threshold[keep])
+    if not cleaned:
+        raise ValueError("resolution: no PRTF or FSC values to draw")
+    fig = Figure(figsize=(4.6 * len(cleaned), 3.5))
+    axes = np.atleast_1d(fig.subplots(1, len(cleaned), gridspec_kw={"left": 0.1, "right": 0.97, "bottom": 0.14,
+                                                                     "top": 0.72 if title else 0.78,
+                                                                     "wspace": 0.25}))
+    cycle = iter(f"C{i}" for i in range(100))
+    colours = {m: next(cycle) for m in dict.fromkeys(m for per in cleaned.values() for m in per)}
+
+    def half_period(q):  # nm from 1/angstrom and back (its own inverse), finite at q = 0
+        return np.pi / (10.0 * np.maximum(np.abs(np.asarray(q, float)), 1e-9))
+
+    for ax, (kind, per) in zip(axes, cleaned.items()):
+        top = 1.05
+        for method, (q, curve, threshold) in per.items():
+            ax.plot(q, curve, "o-", ms=3, color=colours[method], label=method)
+            ax.plot(q, threshold, ":", color=colours[method], lw=1)
+            top = max(top, float(np.nanmax(curve)) * 1.05)
+        ax.plot([], [], ":", color="#555", label="threshold" + (" (1/e)" if kind == "prtf" else " (1/2-bit)"))
+        ax.set_ylim(min(0.0, min(float(np.nanmin(c)) for _, c, _ in per.values())), top)
+        q_max = max(float(q.max()) for q, _, _ in per.values())
+        ax.set_xlim(0, 1.04 * q_max)
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.set_xlabel("|q| (1/angstrom)")
+        ax.set_ylabel(kind.upper())
+        ax.set_title(RESOLUTION_TITLES.get(kind, kind), fontsize="medium")
+        secondary = ax.secondary_xaxis("top", functions=(half_period, half_period))
+        finest = float(half_period(q_max))
+        nice = np.array([1, 1.5, 2, 3, 5, 7]) * 10.0 ** np.floor(np.log10(finest))
+        nice = np.concatenate([nice, 10 * nice, 100 * nice])
+        secondary.xaxis.set_major_locator(FixedLocator(nice[(nice >= finest) & (nice <= 6 * finest)]))
+        secondary.set_xlabel("half-period (nm)", fontsize="small")
+        secondary.tick_params(labelsize="small")
+        ax.legend(fontsize="small")
     if title:
         fig.suptitle(title, fontsize="medium")
     return _save(fig, path)

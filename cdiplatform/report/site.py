@@ -45,6 +45,8 @@ COLUMN_TITLES = {"chi": "chi", "llk": "llk", "amplitude_error": "amp. err.", "ph
                  "agreement_phase_rms": "phase RMS vs ref."}
 #: per-scan collection variables of a simulated gold collection (``simulate_gold``)
 GOLD_VARIABLES = ("strained", "phase_range", "phase_residual", "residual_strain")
+#: resolution curves a result (or its post-processing) node may hold (``reconstruct``), in page order
+RESOLUTION_KINDS = ("prtf", "fsc")
 
 
 @dataclass(frozen=True)
@@ -364,6 +366,7 @@ class _Writer:
                                      truth["phase"], title="truth", crop=crops[truth["amplitude"].shape],
                                      phase_limit=phase_limit)
         conv = self._convergence(group, scan, f"{scan_dir}/convergence.png")
+        resolution = self._resolution(group, scan, f"{scan_dir}/resolution.png")
         order = table.scans
         prev_scan = order[i - 1] if i > 0 else None
         next_scan = order[i + 1] if i + 1 < len(order) else None
@@ -371,6 +374,7 @@ class _Writer:
         self._render("scan.html", pages[scan], scan=str(scan), group={"title": group.title, "key": group.key},
                      metadata=self._metadata(group, scan), methods=views,
                      columns=[COLUMN_TITLES.get(v, v) for v in table.values], truth=truth_src, convergence=conv,
+                     resolution=resolution,
                      prev={"scan": str(prev_scan), "href": pages[prev_scan]} if prev_scan is not None else None,
                      next={"scan": str(next_scan), "href": pages[next_scan]} if next_scan is not None else None,
                      provenance=provenance)
@@ -473,6 +477,51 @@ class _Writer:
         self.figures.append(path)
         return {"src": f"figures/{rel}", "without": without}
 
+    def _resolution(self, group: Group, scan: Any, rel: str) -> dict[str, Any] | None:
+        """The PRTF and FSC of each method for a scan (from its result node, else its post-processing
+        node): one figure, and the half-periods per axis; None when no method has any."""
+        curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        rows = []
+        for label in group.table.methods:
+            method = group.methods.get(label)
+            refs = [] if method is None else [r for r in (method.result, method.postprocess) if r is not None]
+            for kind in RESOLUTION_KINDS:
+                got = next((g for g in (self._curve(ref, scan, kind) for ref in refs) if g is not None), None)
+                if got is None:
+                    continue
+                curves.setdefault(kind, {})[label] = (got["q"], got["curve"], got["threshold"])
+                cells = [_half_period(r, c) for r, c in zip(got["resolution"], got["crossed"])]
+                rows.append({"method": label, "kind": kind.upper(), "axes": cells,
+                             "shell": _half_period(got["resolution_shell"], got["crossed_shell"]),
+                             "node": self._name(got["ref"])})
+        if not curves:
+            return None
+        src = self._figure(fig.resolution_curves, rel, curves, title=f"scan {scan}")
+        return {"src": src, "rows": rows}
+
+    def _curve(self, ref: NodeRef, scan: Any, kind: str) -> dict[str, Any] | None:
+        """One scan's ``kind`` curve of a node and its resolutions, or None where it holds none."""
+        ds = self.sources.open(ref)
+        names = (kind, f"{kind}_q", f"{kind}_resolution", f"{kind}_crossed")
+        pos = self.sources.position(ref, scan)
+        if pos is None or not all(n in ds.data_vars for n in names) or self._status(ref, pos):
+            return None
+        curve = self.sources.scan_values(ref, kind, pos).astype(float)
+        if not np.isfinite(curve).any():
+            return None
+        threshold = (self.sources.scan_values(ref, f"{kind}_threshold", pos).astype(float)
+                     if f"{kind}_threshold" in ds.data_vars else np.full(curve.shape, np.exp(-1.0)))
+
+        def value(name: str, default: Any) -> Any:
+            return self.sources.scan_values(ref, name, pos) if name in ds.data_vars else default
+
+        return {"ref": ref, "curve": curve, "q": self.sources.scan_values(ref, f"{kind}_q", pos).astype(float),
+                "threshold": threshold,
+                "resolution": self.sources.scan_values(ref, f"{kind}_resolution", pos).astype(float),
+                "crossed": self.sources.scan_values(ref, f"{kind}_crossed", pos).astype(bool),
+                "resolution_shell": float(value(f"{kind}_resolution_shell", np.nan)),
+                "crossed_shell": bool(value(f"{kind}_crossed_shell", False))}
+
     def _metadata(self, group: Group, scan: Any) -> list[dict[str, str]]:
         if group.collection is None:
             return []
@@ -485,6 +534,15 @@ class _Writer:
             if name != "scan" and coord.dims == ("scan",):
                 rows.append({"name": str(name), "value": str(self.sources.scan_values(ref, str(name), pos))})
         return rows
+
+
+def _half_period(value: float, crossed: bool) -> dict[str, str]:
+    """A resolution as a table cell: the half-period in nm, ``<=`` when the curve never crossed (a bound)."""
+    if not np.isfinite(value):
+        return {"text": "–", "title": ""}
+    if crossed:
+        return {"text": f"{value:.3g}", "title": ""}
+    return {"text": f"≤ {value:.3g}", "title": "never fell below the threshold: the half-period of the last shell"}
 
 
 def _strain_limit(objects: list[dict[str, Any]]) -> float | None:

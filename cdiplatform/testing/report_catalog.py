@@ -63,15 +63,47 @@ def _crystal(shape: tuple[int, ...], rng: np.random.Generator) -> tuple[np.ndarr
     return amplitude, np.angle(np.exp(1j * phase)).astype(np.float32)
 
 
+def _resolution(kind: str, n_scans: int, size: int, failed: dict[int, str],
+                rng: np.random.Generator) -> dict[str, tuple]:
+    """PRTF or FSC variables as ``reconstruct`` writes them: curves falling past a random cut-off,
+    NaN-padded past each scan's last shell."""
+    shells = max(2, size // 2)
+    q = np.full((n_scans, shells), np.nan)
+    curve = np.full((n_scans, shells), np.nan)
+    threshold = np.full((n_scans, shells), np.nan)
+    resolution = np.full((n_scans, 3), np.nan)
+    shell_resolution = np.full(n_scans, np.nan)
+    for i in range(n_scans):
+        if i in failed:
+            continue
+        n = shells - i % 2  # the shells a scan has depend on its q step
+        q[i, :n] = (np.arange(n) + 0.5) * 0.003
+        cut = rng.uniform(0.4, 0.8) * q[i, n - 1]
+        curve[i, :n] = 1.0 / (1.0 + (q[i, :n] / cut) ** 4) + rng.normal(0, 0.02, n)
+        threshold[i, :n] = np.exp(-1.0) if kind == "prtf" else 0.2071 + 0.4 / np.sqrt(np.arange(1, n + 1))
+        resolution[i] = np.pi / (10 * cut * rng.uniform(0.9, 1.1, 3))
+        shell_resolution[i] = np.pi / (10 * cut)
+    crossed = np.isfinite(resolution)
+    out = {kind: (("scan", "shell"), curve), f"{kind}_q": (("scan", "shell"), q, {"units": "1/angstrom"}),
+           f"{kind}_resolution": (("scan", "axis"), resolution, {"units": "nm"}),
+           f"{kind}_resolution_shell": (("scan",), shell_resolution, {"units": "nm"}),
+           f"{kind}_crossed": (("scan", "axis"), crossed), f"{kind}_crossed_shell": (("scan",), crossed[:, 0])}
+    if kind == "fsc":
+        out["fsc_threshold"] = (("scan", "shell"), threshold)
+    return out
+
+
 def write_report_catalog(path: str | Path, *, measured: bool = False, ndim: int = 3, n_scans: int = 3,
                          size: int = 16, records: int = 12, gold: bool = False, seed: int = 0) -> Catalog:
     """Write the synthetic catalog at ``path`` and return it (opened for appending).
 
     Nodes: ``collections/sim`` (truth ``amplitude``, ``phase``), ``results/nn``
     and ``results/er_hio`` (the second with ``history_seconds``,
-    ``history_chi`` on ``(scan, record)``, NaN-padded, and scan ``FAILED[1]``
-    failed), ``results/postprocess_er_hio`` (amplitude, phase, displacement,
-    strain, support on ``(scan, z, y, x)`` in nm; 3D only) and
+    ``history_chi`` on ``(scan, record)``, NaN-padded, scan ``FAILED[1]``
+    failed, and in 3D the PRTF variables of ``reconstruct``),
+    ``results/postprocess_er_hio`` (amplitude, phase, displacement, strain,
+    support on ``(scan, z, y, x)`` in nm, and the FSC variables carried from
+    a reconstruction; 3D only) and
     ``benchmarks/quick`` (``scan x method``; errors NaN when ``measured``:
     measured scans have no truth).
 
@@ -138,9 +170,14 @@ def write_report_catalog(path: str | Path, *, measured: bool = False, ndim: int 
                 history_chi[i, :n] = 0.5 * np.geomspace(1, 1e-3, n)
             variables["history_seconds"] = (("scan", "record"), history_seconds, {"units": "s"})
             variables["history_chi"] = (("scan", "record"), history_chi)
+        extra = {}
+        if method == "er_hio":
+            extra["record"] = ("record", np.arange(0, 20 * records, 20), {"long_name": "iteration"})
+            if ndim == 3:
+                variables.update(_resolution("prtf", n_scans, size, failed, rng))
+                extra["axis"] = ("axis", np.array(["z", "y", "x"], dtype=object))
         node = f"results/{method}"
-        record = {"record": ("record", np.arange(0, 20 * records, 20), {"long_name": "iteration"})}
-        cat.write(node, xr.Dataset(variables, coords={"scan": scans, **(record if method == "er_hio" else {})}),
+        cat.write(node, xr.Dataset(variables, coords={"scan": scans, **extra}),
                   attrs={"method": method, "collection": collection,
                          "provenance": _provenance("reconstruct" if method == "er_hio" else "infer", node,
                                                    {"collection": collection})})
@@ -156,9 +193,11 @@ def write_report_catalog(path: str | Path, *, measured: bool = False, ndim: int 
               "phase": (("scan", *dims), np.zeros(support.shape, np.float32)),
               "displacement": (("scan", *dims), np.zeros(support.shape, np.float32), {"units": "nm"}),
               "strain": (("scan", *dims), strain), "support": (("scan", *dims), support),
+              **_resolution("fsc", n_scans, size, {FAILED[1]: ""}, rng),
               **_bookkeeping(n_scans, {FAILED[1]: "failed upstream in results/er_hio: " + FAILED[2]}, rng)}
         node = "results/postprocess_er_hio"
-        cat.write(node, xr.Dataset(pp, coords={"scan": scans, **grid}),
+        axis = {"axis": ("axis", np.array(["z", "y", "x"], dtype=object))}
+        cat.write(node, xr.Dataset(pp, coords={"scan": scans, **grid, **axis}),
                   attrs={"method": "postprocess", "collection": methods["er_hio"], "source": methods["er_hio"],
                          "frame": "laboratory", "voxel_nm": 5.0,
                          "provenance": _provenance("postprocess", node, {"result": methods["er_hio"]})})

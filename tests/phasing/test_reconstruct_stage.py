@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from cdiplatform.physics.fft import diffraction_intensity
 from cdiplatform.pipeline.params import build_params
 from cdiplatform.pipeline.stage import get_stage
-from cdiplatform.physics.fft import diffraction_intensity
 
 
 @pytest.fixture
@@ -148,3 +148,111 @@ def test_validate_refuses_bad_collections(padded_collection):
     flat = xr.Dataset({"intensity": (("scan", "x"), np.ones((2, 8), np.float32))})
     with pytest.raises(ValueError, match="dims"):
         stage.validate(_params(stage), {"collection": flat})
+
+
+# --- the resolution of the reconstruction: PRTF of the kept starts, FSC of binomial halves -----------------
+
+N3 = 24
+
+
+@pytest.fixture
+def crystals_3d(make_object):
+    """Two 12-voxel crystals on a 24^3 grid as Poisson photon counts (peak 1e4), with an orthogonal q step."""
+    from cdiplatform.postprocess.resolution import orthogonal_q_step
+
+    rng = np.random.default_rng(3)
+    obj = np.stack([make_object(rng, N3 // 2, N3, ndim=3) for _ in range(2)])
+    inten = diffraction_intensity(obj, ndim=3)
+    counts = rng.poisson(1e4 * inten / inten.max(axis=(1, 2, 3), keepdims=True)).astype(np.float32)
+    step = orthogonal_q_step((N3,) * 3, (10.0,) * 3)
+    return xr.Dataset({"intensity": (("scan", "z", "y", "x"), counts),
+                       "q_step": (("scan", "axis", "xyz"), np.broadcast_to(step, (2, 3, 3)).copy())},
+                      coords={"scan": np.arange(2), "axis": ["z", "y", "x"], "xyz": ["x", "y", "z"]})
+
+
+def _params_3d(stage, **kw):
+    return _params(stage, **{"algorithm": "20*ER+60*HIO+20*ER", "average_last": 0, "twin": False, **kw})
+
+
+def _rngs(index):
+    return [np.random.default_rng([1, int(i)]) for i in index]
+
+
+PRTF = {"prtf", "prtf_q", "prtf_resolution", "prtf_resolution_shell", "prtf_crossed", "prtf_crossed_shell"}
+FSC = {"fsc", "fsc_q", "fsc_threshold", "fsc_resolution", "fsc_resolution_shell", "fsc_crossed", "fsc_crossed_shell"}
+
+
+def test_the_prtf_of_the_kept_starts_is_stored_per_scan_and_axis(crystals_3d):
+    stage = get_stage("reconstruct")()
+    params = _params_3d(stage, keep_best=2)
+    plan = stage.plan(params, {"collection": crystals_3d})
+    assert PRTF <= set(plan.variables) and not FSC & set(plan.variables)
+    assert plan.variables["prtf"].dims == ("shell",) and plan.variables["prtf"].shape == (N3 // 2,)
+    assert plan.variables["prtf_resolution"].dims == ("axis",) and plan.variables["prtf_resolution"].shape == (3,)
+    assert plan.coords["axis"][1].tolist() == ["z", "y", "x"]
+    res = stage.compute(params, {"collection": crystals_3d}, np.arange(2), _rngs(range(2)))
+    assert not res.failed and set(res.values) == set(plan.variables)
+    for name, var in plan.variables.items():
+        assert res.values[name].shape == (2, *var.shape) and res.values[name].dtype == var.numpy_dtype, name
+    assert res.values["prtf_resolution"].shape == (2, 3) and np.isfinite(res.values["prtf_resolution"]).all()
+    # half-periods no finer than the grid's finest (pi / q_max: about a voxel of 10 nm)
+    assert (res.values["prtf_resolution"] > 9.0).all() and (res.values["prtf_resolution"] < 200).all()
+    curve = res.values["prtf"]
+    assert np.isfinite(curve[:, :5]).all()
+    assert np.nanmin(curve) >= 0 and np.nanmax(curve) < 1.1
+    assert np.all(np.isfinite(curve) == np.isfinite(res.values["prtf_q"]))  # NaN-padded together
+    assert np.nanmax(curve[:, :2]) > 0.9  # the low shells are reproducible
+
+
+@pytest.mark.parametrize("case", ["keep_best_1", "2d", "no_q_step"])
+def test_without_a_prtf_the_node_has_no_prtf_variables(crystals_3d, padded_collection, case):
+    stage = get_stage("reconstruct")()
+    ds = {"keep_best_1": crystals_3d, "2d": padded_collection,
+          "no_q_step": crystals_3d.drop_vars("q_step")}[case]
+    params = _params_3d(stage, keep_best=1) if case == "keep_best_1" else _params(stage, keep_best=2)
+    plan = stage.plan(params, {"collection": ds})
+    assert not (PRTF | FSC) & set(plan.variables) and "axis" not in plan.coords
+    if case == "keep_best_1":
+        res = stage.compute(params, {"collection": ds}, np.arange(2), _rngs(range(2)))
+        assert set(res.values) == set(plan.variables)
+
+
+def test_fsc_is_refused_where_it_cannot_apply(crystals_3d, padded_collection):
+    stage = get_stage("reconstruct")()
+    params = _params(stage, fsc=True)
+    for ds, words in ((padded_collection, "needs a 3D collection"),
+                      (crystals_3d.drop_vars("q_step"), "needs the collection's q steps.*no 'q_step'")):
+        with pytest.raises(ValueError, match=f"reconstruct: fsc = true {words}") as info:
+            stage.validate(params, {"collection": ds})
+        assert "\n" not in str(info.value)
+    seed = xr.Dataset({"amplitude": np.abs(crystals_3d["intensity"]), "phase": 0 * crystals_3d["intensity"]})
+    with pytest.raises(ValueError, match="reconstruct: fsc = true needs random starts"):
+        stage.validate(params, {"collection": crystals_3d, "seed": seed})
+    stage.validate(params, {"collection": crystals_3d})
+    # a q step of another layout is refused before anything runs (the PRTF alone needs it too)
+    bad = crystals_3d.drop_vars("q_step").assign(q_step=(("scan", "k"), np.ones((2, 9))))
+    with pytest.raises(ValueError, match=r"reconstruct: q_step of .* not \(scan, axis=3, xyz=3\)"):
+        stage.validate(_params(stage, keep_best=2), {"collection": bad})
+
+
+def test_the_fsc_of_binomial_halves_does_not_depend_on_chunking(crystals_3d):
+    stage = get_stage("reconstruct")()
+    params = _params_3d(stage, keep_best=2, fsc=True)
+    plan = stage.plan(params, {"collection": crystals_3d})
+    assert (PRTF | FSC) <= set(plan.variables)
+    both = stage.compute(params, {"collection": crystals_3d}, np.arange(2), _rngs(range(2)))
+    assert not both.failed and set(both.values) == set(plan.variables)
+    fsc, thr = both.values["fsc"], both.values["fsc_threshold"]
+    assert np.isfinite(fsc[:, :5]).all() and np.all(np.isfinite(fsc) == np.isfinite(thr))
+    assert np.nanmin(fsc) >= -1 and np.nanmax(fsc) <= 1 + 1e-9
+    assert np.nanmax(fsc[:, :2]) > 0.9  # halves agree at low q
+    assert np.isfinite(both.values["fsc_resolution"]).all() and both.values["fsc_resolution"].shape == (2, 3)
+    np.testing.assert_array_equal(both.values["fsc_q"], both.values["prtf_q"])  # one grid, one set of shells
+    # scan 1 alone (chunk 1) draws its starts and its halves from its own stream: the same result
+    alone = stage.compute(params, {"collection": crystals_3d.isel(scan=[1])}, np.array([1]), _rngs([1]))
+    for name in FSC | PRTF:
+        np.testing.assert_array_equal(alone.values[name][0], both.values[name][1], err_msg=name)
+    # the FSC draws after the full data's starts: the reconstruction is the one without it
+    plain = stage.compute(_params_3d(stage, keep_best=2), {"collection": crystals_3d.isel(scan=[1])}, np.array([1]),
+                          _rngs([1]))
+    np.testing.assert_array_equal(plain.values["amplitude"], alone.values["amplitude"])

@@ -123,3 +123,60 @@ def test_bad_inputs_are_one_line_errors(catalog, tmp_path, change, message):
     lines = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
     assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), lines
     assert message in lines[0]
+
+
+RESOLUTION_JOB = """
+[job]
+name = "resolution"
+seed = 3
+[[stage]]
+stage = "reconstruct"
+inputs = { collection = "collections/d" }
+output = "results/rec"
+[stage.params]
+algorithm = "10*ER+30*HIO+10*ER"
+n_starts = 2
+keep_best = 2
+twin = false
+fsc = true
+device = "cpu"
+chunk = 2
+[[stage]]
+stage = "postprocess"
+inputs = { result = "results/rec", collection = "collections/d" }
+output = "results/rec_orthogonal"
+[stage.params]
+voxel_nm = 20.0
+size = 32
+chunk = 2
+"""
+
+
+def test_the_resolution_of_the_reconstruction_is_carried_beside_the_strain(catalog, tmp_path):
+    from cdiplatform.physics.fft import diffraction_intensity
+
+    cat = open_catalog(catalog, mode="a")
+    c = cat.open("collections/c").load()
+    obj = np.stack([crystal(N, np.random.default_rng(i))[0] for i in range(3)])
+    inten = diffraction_intensity(obj, ndim=3)
+    counts = np.random.default_rng(0).poisson(1e4 * inten / inten.max()).astype(np.float32)
+    cat.write("collections/d", c.assign(intensity=(("scan", "z", "y", "x"), counts)), attrs={})
+    job = tmp_path / "job.toml"
+    job.write_text(RESOLUTION_JOB)
+    # two workers: one torch thread each (one worker would take both cores' threads, slow on a busy machine)
+    run = cdip("run", str(job), "--catalog", str(catalog), "--workers", "2", cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rec = open_catalog(catalog).open("results/rec").load()
+    post = open_catalog(catalog).open("results/rec_orthogonal").load()
+    assert (rec["status"].values == 1).all() and (post["status"].values == 1).all()
+    names = ["prtf", "prtf_q", "prtf_resolution", "prtf_resolution_shell", "prtf_crossed", "prtf_crossed_shell",
+             "fsc", "fsc_q", "fsc_threshold", "fsc_resolution", "fsc_resolution_shell", "fsc_crossed",
+             "fsc_crossed_shell"]
+    assert rec["prtf_resolution"].dims == ("scan", "axis") and rec["prtf_resolution"].shape == (3, 3)
+    assert rec["axis"].values.tolist() == ["z", "y", "x"] and rec["prtf_crossed"].dtype == bool
+    assert rec["prtf"].dims == ("scan", "shell") and rec["prtf"].shape == (3, N // 2)
+    assert np.isfinite(rec["prtf_resolution"].values).all() and np.isfinite(rec["fsc_resolution"].values).all()
+    for name in names:
+        assert post[name].dims == rec[name].dims, name
+        np.testing.assert_array_equal(post[name].values, rec[name].values, err_msg=name)
+    assert post["prtf_resolution"].attrs["units"] == "nm" and "strain" in post

@@ -70,6 +70,18 @@ def test_simulated_report_pages_figures_and_values(simulated):
     failed_page = (site.out / "scans" / "benchmark-quick" / f"{failed_scan}.html").read_text()
     assert FAILED[2] in failed_page
 
+    # the resolution: er_hio's PRTF (its result node) and FSC (carried by its post-processing node)
+    prtf = cat.open("results/er_hio", chunks=None)["prtf_resolution"].values
+    for i, scan in enumerate(scans):
+        page = site.out / "scans" / "benchmark-quick" / f"{scan}.html"
+        figures = elements(page, "img", cls="resolution-figure")
+        assert len(figures) == (0 if scan == failed_scan else 1), scan
+        if scan != failed_scan:
+            assert (page.parent / figures[0]["src"]).resolve().is_file()
+            text = page.read_text()
+            assert "results/postprocess_er_hio" in text and "FSC" in text
+            assert all(f"{v:.3g}" in text for v in prtf[i])
+
     # er_hio has a post-processing node: its figure has a strain row (3 rows against nn's 2)
     figures = site.out / "figures" / "benchmark-quick" / str(scans[0])
     assert imread(figures / "er_hio.png").shape[0] > 1.3 * imread(figures / "nn.png").shape[0]

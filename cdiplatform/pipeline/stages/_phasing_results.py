@@ -21,7 +21,8 @@ import numpy as np
 
 from cdiplatform.pipeline.stage import Var
 
-__all__ = ["GRID_DIMS", "PhasingOutputs", "check_collection", "measured_pixels", "model_grid", "refuse_without_signal"]
+__all__ = ["GRID_DIMS", "PhasingOutputs", "blank_values", "check_collection", "measured_pixels", "model_grid",
+           "refuse_without_signal"]
 
 GRID_DIMS = {2: ("y", "x"), 3: ("z", "y", "x")}
 
@@ -73,6 +74,14 @@ def refuse_without_signal(intensity: np.ndarray, index: np.ndarray) -> dict[int,
         elif not np.any(flat[i] > 0):
             failed[i] = f"scan {index[i]}: intensity is zero everywhere"
     return failed
+
+
+def blank_values(variables: dict[str, Var], n: int) -> dict[str, np.ndarray]:
+    """Arrays for ``n`` scans of each variable, holding its fill value (what a failed scan keeps)."""
+    from cdiplatform.catalog.run_nodes import fill_value
+
+    return {name: np.full((n, *v.shape), fill_value(v.numpy_dtype), dtype=v.numpy_dtype)
+            for name, v in variables.items()}
 
 
 def _relations(ds: Any, grid: tuple[int, ...], model: tuple[int, ...] | None) -> list:
@@ -129,10 +138,7 @@ class PhasingOutputs:
 
     def blank(self, n: int) -> dict[str, np.ndarray]:
         """Arrays for ``n`` scans, holding the fill values (for the scans that fail)."""
-        from cdiplatform.catalog.run_nodes import fill_value
-
-        return {name: np.full((n, *v.shape), fill_value(v.numpy_dtype), dtype=v.numpy_dtype)
-                for name, v in self.variables().items()}
+        return blank_values(self.variables(), n)
 
     def put(self, out: dict[str, np.ndarray], i: int, obj: np.ndarray, support: np.ndarray, *, chi: float,
             llk: float, iterations: int) -> None:

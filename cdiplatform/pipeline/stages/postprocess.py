@@ -11,6 +11,12 @@ ramp and offset removed, the displacement along G (``u = -phi / |G|``, nm)
 and the strain along G, relative (and absolute when a reference lattice is
 given).
 
+The resolution of the reconstruction, where its result node holds it (the
+PRTF and FSC variables ``reconstruct`` writes: ``prtf``, ``prtf_q``,
+``prtf_resolution``..., ``fsc``...; :mod:`cdiplatform.pipeline.stages._resolution`),
+is carried into the output as it is: a property of the reconstruction on the
+q grid it was phased on, not of the orthogonal grid, kept beside the strain.
+
 Layout: every scan on the same grid of the node, fixed by the parameters
 (``voxel_nm`` and ``size`` voxels per axis, centred on the crystal), so that a
 scan's result depends on that scan alone and the node grows like any other.
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cdiplatform.pipeline.stage import ChunkResult, Input, Plan, Stage, Var, register
+from cdiplatform.pipeline.stages._resolution import RESOLUTION_VARIABLES
 
 __all__ = ["Postprocess"]
 
@@ -43,7 +50,8 @@ class Postprocess(Stage):
     """Orthogonal frame (nm voxels), unwrapped phase, displacement and strain of reconstructions."""
 
     name = "postprocess"
-    inputs = (Input("result", kinds=("result",), variables=("amplitude", "phase"), optional=("support",)),
+    inputs = (Input("result", kinds=("result",), variables=("amplitude", "phase"),
+                    optional=("support", *RESOLUTION_VARIABLES)),
               Input("collection", kinds=("collection",), variables=("q_step", "q_peak")))
     output_kind = "result"
     method = "postprocess"
@@ -93,6 +101,18 @@ class Postprocess(Stage):
         axis = (np.arange(params.size) - params.size // 2) * float(params.voxel_nm)
         return OrthogonalGrid(params.frame, axis, axis.copy(), axis.copy())
 
+    @staticmethod
+    def _carried(result) -> dict[str, Var]:
+        """The resolution variables of the input result node, as they are there."""
+        out = {}
+        for name in RESOLUTION_VARIABLES:
+            if name in result.data_vars and result[name].dims[:1] == ("scan",):
+                var = result[name]
+                attrs = {k: v for k, v in var.attrs.items() if k in ("long_name", "units")}
+                attrs["source"] = "the result node (the reconstruction's q grid), carried"
+                out[name] = Var(var.dims[1:], tuple(var.shape[1:]), str(var.dtype), attrs)
+        return out
+
     def plan(self, params, inputs) -> Plan:
         n, s = inputs["result"].sizes["scan"], params.size
         grid = self._grid(params)
@@ -119,6 +139,7 @@ class Postprocess(Stage):
             variables["strain_absolute"] = var(zyx, (s,) * 3, "float32", "strain along G against the reference "
                                                                         f"lattice a = {params.lattice_constant} A")
             variables["mean_strain"] = var((), (), "float64", "mean strain along G against the reference lattice")
+        variables.update(self._carried(inputs["result"]))
         return Plan(
             n_scans=n, chunk=params.chunk, variables=variables,
             coords={"z": ("z", grid.z, {"units": "nm"}), "y": ("y", grid.y, {"units": "nm"}),
@@ -152,4 +173,6 @@ class Postprocess(Stage):
         if params.lattice_constant:
             values["strain_absolute"] = out.strain_absolute
             values["mean_strain"] = out.mean_strain
+        for name, var in self._carried(result).items():
+            values[name] = np.asarray(result[name].values, dtype=var.numpy_dtype)
         return ChunkResult(values)

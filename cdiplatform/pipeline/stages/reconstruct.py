@@ -17,7 +17,24 @@ and writes per scan:
   zero-padded data);
 - where the collection holds the truth (``amplitude``, ``phase``):
   ``amplitude_error`` and ``phase_error`` after alignment, on the model grid
-  when there is one.
+  when there is one;
+- for a 3D collection with its signed q steps (``q_step``, recorded by
+  ``prepare``) and ``keep_best > 1``: the phase retrieval transfer function
+  of the complex average of the kept, aligned starts against the measured
+  magnitude ``sqrt(intensity)`` over the measured pixels
+  (:func:`cdiplatform.postprocess.resolution.prtf_of_average`): ``prtf`` and
+  ``prtf_q`` on ``shell`` (NaN-padded to
+  :func:`~cdiplatform.postprocess.resolution.max_shells` of the grid),
+  ``prtf_resolution`` and ``prtf_crossed`` on ``axis`` (half-periods in nm
+  where the PRTF falls below 1/e in the cones around the z, y, x axes of the
+  q steps' frame), ``prtf_resolution_shell`` and
+  ``prtf_crossed_shell`` (the same of whole shells); with ``fsc = true`` the
+  same of the Fourier shell correlation of two binomial halves of the photons
+  (``fsc``, ``fsc_q``, ``fsc_threshold``, ``fsc_resolution``...). Layout:
+  :mod:`cdiplatform.pipeline.stages._resolution`. Where they do not apply
+  (``keep_best = 1``, 2D, no ``q_step``) the node has no such variables;
+  a scan whose ``q_step`` is not finite, or whose halves failed to phase,
+  holds NaN in them.
 
 ``mask`` is read as True (non-zero) where a pixel is *bad* (not measured),
 unless its attribute ``meaning`` is ``"measured"``. Scans with NaN, infinite
@@ -36,16 +53,33 @@ import xarray as xr
 
 from cdiplatform.phasing.recipes import RECIPES
 from cdiplatform.phasing.settings import PhasingSettings
-from cdiplatform.pipeline.stage import ChunkResult, Input, Plan, Stage, Var, config_field, register, resolve_device
+from cdiplatform.pipeline.stage import (
+    ChunkResult,
+    Input,
+    Plan,
+    Stage,
+    Var,
+    config_field,
+    register,
+    resolve_device,
+)
 from cdiplatform.pipeline.stages._phasing_results import (
     PhasingOutputs,
+    blank_values,
     check_collection,
     measured_pixels,
     model_grid,
     refuse_without_signal,
 )
-
-
+from cdiplatform.pipeline.stages._resolution import (
+    AXES,
+    check_q_step,
+    has_q_step,
+    put_curve,
+    q_steps,
+    resolution_variables,
+)
+from cdiplatform.postprocess.resolution import max_shells
 
 
 def _records(settings) -> list[int]:
@@ -81,18 +115,77 @@ def _phase_in_batches(amplitude, params, *, ndim, measured, rngs, device, start,
     return result, size, seconds.reshape(n, -1), errors
 
 
+def _resolution_variables(params, ds) -> dict[str, Var]:
+    """The resolution variables of the node, decided at plan time: the PRTF with ``keep_best > 1``, the
+    FSC with ``fsc``, both only for a 3D collection with its q steps; none otherwise."""
+    if ds["intensity"].ndim != 4 or not has_q_step(ds):
+        return {}
+    kinds = (("prtf",) if params.phasing.keep_best > 1 else ()) + (("fsc",) if params.fsc else ())
+    shells = max_shells(ds["intensity"].shape[1:])
+    return {name: var for kind in kinds for name, var in resolution_variables(kind, shells).items()}
+
+
+def _finite_steps(steps: np.ndarray, rows) -> list[int]:
+    return [j for j, i in enumerate(rows) if np.all(np.isfinite(steps[i]))]
+
+
+def _put_prtf(out, rows, obj, intensity, measured, steps) -> None:
+    """The PRTF of each scan's average (``obj[j]``, scan ``rows[j]`` of the chunk) into ``out``."""
+    from cdiplatform.postprocess.resolution import prtf_of_average
+
+    for j in _finite_steps(steps, rows):
+        i = rows[j]
+        try:
+            (curve,) = prtf_of_average(obj[j:j + 1], np.sqrt(intensity[i:i + 1]), q_step=steps[i],
+                                       measured=None if measured is None else measured[i:i + 1])
+        except ValueError:  # a singular q step (the only thing left to refuse): the scan keeps NaN
+            continue
+        put_curve(out, int(i), curve)
+
+
+def _put_fsc(out, rows, params, intensity, measured, rngs, device, steps) -> None:
+    """The FSC of each scan (``rows`` of the chunk) into ``out``: its photons split into two binomial halves
+    by its own generator, each half phased like the whole, half B aligned on half A."""
+    from cdiplatform.physics.align import align
+    from cdiplatform.postprocess.resolution import binomial_split, fourier_shell_correlation
+
+    rows = [rows[j] for j in _finite_steps(steps, rows)]
+    if not rows:
+        return
+    halves = [binomial_split(intensity[i], rngs[i]) for i in rows]
+    meas = None if measured is None else measured[rows]
+    phased = []
+    for h in range(2):
+        try:
+            res, *_ = _phase_in_batches(np.sqrt(np.stack([pair[h] for pair in halves])), params, ndim=3,
+                                        measured=meas, rngs=[rngs[i] for i in rows], device=device, start=None,
+                                        support=None)
+        except (FloatingPointError, RuntimeError):  # the scans keep NaN: the reconstruction itself is fine
+            return
+        phased.append(res.obj)
+    obj_a = phased[0]
+    obj_b = np.stack([align(phased[1][j], obj_a[j]).obj for j in range(len(rows))])
+    for j, i in enumerate(rows):
+        try:
+            (curve,) = fourier_shell_correlation(obj_a[j:j + 1], obj_b[j:j + 1], q_step=steps[i])
+        except ValueError:  # a singular q step
+            continue
+        put_curve(out, int(i), curve)
+
+
 @register
 class Reconstruct(Stage):
     name = "reconstruct"
     inputs = (Input("collection", kinds=("collection",), variables=("intensity",),
-                    optional=("mask", "amplitude", "phase", "grid_relation")),
+                    optional=("mask", "amplitude", "phase", "grid_relation", "q_step")),
               Input("seed", kinds=("result",), variables=("amplitude", "phase"), optional=("grid_relation",),
                     required=False))
     output_kind = "result"
     uses_torch = True
     method = "er_hio"
 
-    draws = "per scan: the random starts (amplitude and phase of every voxel)"
+    draws = ("per scan: the random starts (amplitude and phase of every voxel); with fsc, then the binomial "
+             "split of the photons and the random starts of each half")
 
     @dataclass(frozen=True)
     class Params:
@@ -111,6 +204,11 @@ class Reconstruct(Stage):
         #: of its maximum, dilated by ``seed_dilation`` voxels
         seed_support_threshold: float = 0.1
         seed_dilation: int = 1
+        #: also the Fourier shell correlation (3D collections with ``q_step`` only): each scan's photons
+        #: split into two binomial halves (the scan's own random stream), each phased with the same
+        #: settings, half B aligned on half A; ``fsc``, ``fsc_resolution``... beside the PRTF. It triples
+        #: the phasing cost.
+        fsc: bool = False
         #: scans per task (and per zarr chunk of the result)
         chunk: int = 64
 
@@ -125,6 +223,18 @@ class Reconstruct(Stage):
 
             check_seed(ds, inputs["seed"], stage="reconstruct")
         model_grid(params.model_size, ds, tuple(ds["intensity"].shape[1:]), stage="reconstruct")
+        if params.fsc:
+            where = ds.attrs.get("node", "the collection")
+            if ds["intensity"].ndim != 4:
+                raise ValueError(f"reconstruct: fsc = true needs a 3D collection; {where} is 2D")
+            if not has_q_step(ds):
+                raise ValueError(f"reconstruct: fsc = true needs the collection's q steps; {where} has no 'q_step' "
+                                 f"(prepared measured scans record it)")
+            if "seed" in inputs:
+                raise ValueError("reconstruct: fsc = true needs random starts; with a seed both halves would "
+                                 "start from one guess made from all the data")
+        if _resolution_variables(params, ds):
+            check_q_step(ds, stage="reconstruct")
 
     def _outputs(self, params: Any, ds: xr.Dataset) -> PhasingOutputs:
         grid = tuple(ds["intensity"].shape[1:])
@@ -138,6 +248,10 @@ class Reconstruct(Stage):
                      "blur": Var((), (), "str", {"long_name": "how the shrink-wrap blurred: fft or separable "
                                                              "(a rule of device and grid, kept with the run)"})}
         coords = {d: (d, np.asarray(ds[d].values)) for d in outputs.dims if d in ds.coords}
+        resolution = _resolution_variables(params, ds)
+        variables.update(resolution)
+        if resolution:
+            coords["axis"] = ("axis", np.array(AXES, dtype=object))
         records = _records(params.phasing)
         if records:
             coords["record"] = ("record", np.asarray(records, dtype=np.int64), {"long_name": "iteration"})
@@ -161,6 +275,8 @@ class Reconstruct(Stage):
         outputs = self._outputs(params, ds)
         out = outputs.blank(n)
         out["blur"] = np.full(n, "", dtype=object)
+        resolution = _resolution_variables(params, ds)
+        out.update(blank_values(resolution, n))
         failed = refuse_without_signal(intensity, index)
         ok = np.array([i for i in range(n) if i not in failed], dtype=np.int64)
         if len(ok) == 0:
@@ -191,4 +307,9 @@ class Reconstruct(Stage):
             if "history_chi" in out:
                 out["history_seconds"][i] = hist_seconds[j]
                 out["history_chi"][i] = hist_errors[j, :, int(res.best[j, 0])]
+        steps = q_steps(ds) if resolution else None
+        if "prtf" in resolution:
+            _put_prtf(out, ok, res.obj, intensity, measured, steps)
+        if "fsc" in resolution:
+            _put_fsc(out, ok, params, intensity, measured, rngs, device, steps)
         return ChunkResult(values=out, failed=failed)
