@@ -19,12 +19,14 @@ def report(
         metavar="DIR",
         help="folder of the site (default: <catalog>.report beside the catalog); an earlier report there is replaced",
     )] = None,
+    scan_pages: Annotated[int | None, typer.Option(
+        metavar="N", help="at most N scan pages per group, its first scans (default: every scan)")] = None,
 ) -> None:
     """Write the HTML report of a catalog: a summary page and a page per scan, openable without a server."""
     from cdiplatform.report import build_report
 
     target = out or catalog.parent / f"{catalog.stem}.report"
-    site = build_report(catalog, nodes=nodes or None, out=target)
+    site = build_report(catalog, nodes=nodes or None, out=target, scan_pages=scan_pages)
     for note in site.notes:
         say(note, prefix="missing: ", prefix_style="yellow", console=err)
     say(f"{site.index} ({len(site.pages)} pages, {len(site.figures)} figures)", prefix="report: ",

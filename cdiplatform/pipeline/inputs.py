@@ -9,7 +9,8 @@ hash, folds its identity into the run hash, and hands tasks an absolute path
 Per-scan inputs are joined on the scans' identities: the first per-scan input
 of a stage (its *primary* one) gives the output its scans; for every input,
 the driver computes where each output scan sits in it (``-1`` where it does
-not).
+not). An input the stage declares ``joined=False`` is read whole, scans and
+all, like a model (form ``"whole"``).
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def _resolve(spec: Input, refs: Any, catalog: Path) -> ResolvedInput:
         scans.append(np.asarray(ds["scan"].values) if "scan" in ds.dims else np.array([]))
     if many:
         return ResolvedInput(spec, cat_path, "many", nodes, datasets, scans, {"nodes": records}, identities)
-    form = "one" if "scan" in datasets[0].dims else "whole"
+    form = "one" if "scan" in datasets[0].dims and spec.joined else "whole"
     return ResolvedInput(spec, cat_path, form, nodes, datasets[0], scans if form == "one" else [],
                          records[0], identities[0])
 

@@ -104,6 +104,11 @@ class Input:
     streamed : tuple of str
         Task stages only: variables handed to the stage as read-only array
         handles (``ctx.streams``), read block by block.
+    joined : bool
+        ``False`` (one node, not ``many``): a node with scans that is read whole, not joined on
+        ``scan`` (a reference set whose scans are not the output's): every
+        task receives it opened lazily, as it receives a model, and neither
+        screens its scans nor checks its ``variables``; the stage does.
     """
 
     name: str
@@ -114,6 +119,7 @@ class Input:
     many: bool = False
     required: bool = True
     streamed: tuple[str, ...] = ()
+    joined: bool = True
 
     @property
     def loads_all(self) -> bool:

@@ -19,7 +19,7 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,14 +27,22 @@ from typing import Any
 
 import numpy as np
 
-from cdiplatform.catalog import STATUS_FAILED, STATUS_OK, Catalog, open_catalog
+from cdiplatform.catalog import STATUS_FAILED, STATUS_OK, Catalog, node_kind, open_catalog
 from cdiplatform.catalog.provenance import software_info
 from cdiplatform.errors import ReportError
 from cdiplatform.report import figures as fig
 from cdiplatform.report.names import safe_name
-from cdiplatform.report.sources import Group, Method, NodeRef, Sources, select_groups
+from cdiplatform.report.sources import (
+    Group,
+    Method,
+    NodeRef,
+    Sources,
+    Table,
+    select_groups,
+    table_from_benchmark,
+)
 
-__all__ = ["MARKER", "ReportSite", "build_report"]
+__all__ = ["MARKER", "ReportSite", "benchmark_error_histograms", "build_report"]
 
 #: the file that marks a folder as a report; a rebuild replaces only such folders
 MARKER = ".cdip-report"
@@ -75,7 +83,7 @@ class ReportSite:
 
 
 def build_report(catalog: str | os.PathLike | Catalog, *, nodes: Sequence[str] | None = None,
-                 out: str | os.PathLike) -> ReportSite:
+                 out: str | os.PathLike, scan_pages: int | None = None) -> ReportSite:
     """Write the HTML report of a catalog's benchmarks and results into ``out``.
 
     Parameters
@@ -88,6 +96,10 @@ def build_report(catalog: str | os.PathLike | Catalog, *, nodes: Sequence[str] |
     out : path-like
         Folder of the site: created, or replaced when it holds an earlier
         report (it is built beside it and renamed into place).
+    scan_pages : int, optional
+        At most this many scan pages per group, for its first scans in table
+        order (the summary still lists every scan); default every scan. A
+        scan page costs about a third of a second a method.
 
     Returns
     -------
@@ -105,11 +117,13 @@ def build_report(catalog: str | os.PathLike | Catalog, *, nodes: Sequence[str] |
     """
     cat = catalog if isinstance(catalog, Catalog) else open_catalog(catalog)
     out = Path(out)
+    if scan_pages is not None and scan_pages < 0:
+        raise ReportError(f"scan_pages must be >= 0 (or None: every scan), got {scan_pages}")
     _check_out(out)
     sources = Sources(cat)
     groups, notes = select_groups(sources, nodes)
     with _staging(out) as tmp:
-        writer = _Writer(tmp, sources)
+        writer = _Writer(tmp, sources, scan_pages=scan_pages)
         writer.write(groups, notes)
         (tmp / MARKER).write_text(json.dumps({"catalog": str(cat.path.resolve()), "nodes": list(nodes or []),
                                               "generated": writer.generated}) + "\n")
@@ -117,6 +131,55 @@ def build_report(catalog: str | os.PathLike | Catalog, *, nodes: Sequence[str] |
     pages = tuple(out / p.relative_to(tmp) for p in writer.pages)
     figures = tuple(out / p.relative_to(tmp) for p in writer.figures)
     return ReportSite(out, pages[0], pages, figures, tuple(writer.notes))
+
+
+def benchmark_error_histograms(catalog: str | os.PathLike | Catalog, node: str, path: str | os.PathLike, *,
+                               title: str = "", methods: Mapping[str, str] | None = None,
+                               dpi: int = 110) -> Path:
+    """The error histograms of one benchmark node, as its report draws them, into one PNG (a docs figure).
+
+    Parameters
+    ----------
+    catalog : path-like or Catalog
+        The catalog holding the benchmark (read only).
+    node : str
+        ``benchmarks/<id>``.
+    path : path-like
+        PNG to write.
+    title : str
+        Figure title; default ``"<node>: errors per scan"``.
+    methods : mapping of str to str, optional
+        The methods to draw (the benchmark's method names) and the legend label of each, in legend order;
+        default every method under its own name.
+    dpi : int
+        Pixels per inch of the PNG.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ReportError
+        ``node`` is not a benchmark node, or ``methods`` names a method it does not hold.
+    """
+    cat = catalog if isinstance(catalog, Catalog) else open_catalog(catalog)
+    if node_kind(node) != "benchmark":
+        raise ReportError(f"{node}: not a benchmark node (benchmarks/<id>)")
+    errors = _errors(table_from_benchmark(cat.open(node, chunks=None)))
+    labels = dict(methods) if methods is not None else {m: m for m in errors}
+    missing = [m for m in labels if m not in errors]
+    if missing:
+        raise ReportError(f"{node}: no method {missing[0]!r} (it holds {', '.join(errors)})")
+    return fig.error_histograms({labels[m]: errors[m] for m in labels}, Path(path),
+                                title=title or f"{node}: errors per scan", dpi=dpi)
+
+
+def _errors(table: Table) -> dict[str, dict[str, np.ndarray]]:
+    """``errors[method][metric]``: the per-scan errors of a group that the histograms show."""
+    return {m: {v: table.values[v][:, j] for v in fig.ERROR_LABELS if v in table.values}
+            for j, m in enumerate(table.methods)}
 
 
 # ---------------------------------------------------------------------- the folder
@@ -184,11 +247,12 @@ def _provenance(sources: Sources, ref: NodeRef, role: str) -> dict[str, Any]:
 class _Writer:
     """Renders the pages and figures of one report into a folder."""
 
-    def __init__(self, root: Path, sources: Sources) -> None:
+    def __init__(self, root: Path, sources: Sources, *, scan_pages: int | None = None) -> None:
         from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
         self.root = root
         self.sources = sources
+        self.scan_pages = scan_pages
         self.pages: list[Path] = []
         self.figures: list[Path] = []
         self.notes: list[str] = []
@@ -235,7 +299,11 @@ class _Writer:
                    if v in table.values):
             columns = [v for v in columns if v not in ("amplitude_error", "phase_error")]
             self.notes.append(f"{group.title}: no amplitude or phase errors (no truth, or none recorded)")
-        pages = {scan: f"scans/{group.key}/{safe_name(scan)}.html" for scan in table.scans}
+        paged = table.scans if self.scan_pages is None else table.scans[:self.scan_pages]
+        if len(paged) < len(table.scans):
+            self.notes.append(f"{group.title}: scan pages for the first {len(paged)} of {len(table.scans)} scans "
+                              "(scan_pages)")
+        pages = {scan: f"scans/{group.key}/{safe_name(scan)}.html" for scan in paged}
         rows = []
         for i, scan in enumerate(table.scans):
             cells = []
@@ -248,11 +316,10 @@ class _Writer:
                 cells.append({"method": method, "var": table.flag_name, "value": flag, "text": flag or "–",
                               "cls": f"flag {table.flag_name}-{safe_name(flag or 'none')}",
                               "title": str(table.reasons[i, j])})
-            rows.append({"scan": str(scan), "href": pages[scan], "cells": cells})
+            rows.append({"scan": str(scan), "href": pages.get(scan, ""), "cells": cells})
         counts = {m: Counter(str(f) or "none" for f in table.flags[:, j]) for j, m in enumerate(table.methods)}
         figures = []
-        errors = {m: {v: table.values[v][:, j] for v in fig.ERROR_LABELS if v in table.values}
-                  for j, m in enumerate(table.methods)}
+        errors = _errors(table)
         known = any(np.isfinite(v).any() for per in errors.values() for v in per.values())
         src = self._figure(fig.error_histograms, f"{group.key}/errors.png", errors,
                            title=f"{group.title}: errors per scan") if known else None
@@ -273,7 +340,7 @@ class _Writer:
         gold = self._gold(group)
         if gold:
             figures.append(gold)
-        for scan in table.scans:
+        for scan in paged:
             self._scan_page(group, scan, pages)
         return {"key": group.key, "title": group.title, "node": self._name(group.benchmark),
                 "collection": self._name(group.collection) or group.collection_ref or "(none recorded)",
@@ -367,9 +434,10 @@ class _Writer:
                                      phase_limit=phase_limit)
         conv = self._convergence(group, scan, f"{scan_dir}/convergence.png")
         resolution = self._resolution(group, scan, f"{scan_dir}/resolution.png")
-        order = table.scans
-        prev_scan = order[i - 1] if i > 0 else None
-        next_scan = order[i + 1] if i + 1 < len(order) else None
+        order = list(pages)  # the scans that have a page, in table order
+        at = order.index(scan)
+        prev_scan = order[at - 1] if at > 0 else None
+        next_scan = order[at + 1] if at + 1 < len(order) else None
         provenance = self._provenance_rows(group)
         self._render("scan.html", pages[scan], scan=str(scan), group={"title": group.title, "key": group.key},
                      metadata=self._metadata(group, scan), methods=views,

@@ -39,7 +39,7 @@ from cdiplatform.catalog import (
 from cdiplatform.errors import ReportError
 from cdiplatform.report.names import safe_name
 
-__all__ = ["Group", "Method", "NodeRef", "Sources", "Table", "select_groups"]
+__all__ = ["Group", "Method", "NodeRef", "Sources", "Table", "select_groups", "table_from_benchmark"]
 
 #: per (scan, method) numbers of a benchmark node, in table order
 BENCHMARK_VALUES = ("chi", "llk", "amplitude_error", "phase_error", "seconds", "iterations",
@@ -222,7 +222,8 @@ class Sources:
         return None
 
 
-def _table_from_benchmark(ds: xr.Dataset) -> Table:
+def table_from_benchmark(ds: xr.Dataset) -> Table:
+    """The per-scan, per-method values, flags and reasons of a benchmark node."""
     methods = [str(m) for m in np.asarray(ds["method"].values)]
     scans = scan_ids(ds["scan"].values)
     shape = (len(scans), len(methods))
@@ -363,7 +364,7 @@ def _collection_key(sources: Sources, ref: NodeRef) -> tuple[str, str] | None:
 def _benchmark_group(sources: Sources, bench: NodeRef, post: dict[tuple[str, str], NodeRef]) -> Group:
     attrs = sources.attrs(bench)
     notes: list[str] = []
-    table = _table_from_benchmark(sources.open(bench))
+    table = table_from_benchmark(sources.open(bench))
     recorded = dict(attrs.get("methods") or {})
     if not recorded:
         notes.append(f"{bench.node}: no 'methods' attribute naming the result nodes: no scan figures")

@@ -64,3 +64,27 @@ def test_not_toml_and_missing_file(tmp_path):
         load_job(write(tmp_path, "[job\nname="))
     with pytest.raises(JobError, match="cannot read the job file"):
         load_job(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("name", ["evaluate_cdi_nn_2d", "evaluate_cdi_nn_3d"])
+def test_the_evaluation_jobs_are_valid(tmp_path, repo_root, name):
+    """The jobs that evaluate the shipped networks parse, and a dry run plans their first stage (no full run)."""
+    from cdiplatform.pipeline.runner import plan_job
+
+    job = load_job(repo_root / "jobs" / f"{name}.toml", root=repo_root)
+    stages = [s.stage.name for s in job.stages]
+    assert stages[-3:] == ["mean_object", "benchmark", "report"], stages
+    infer = next(s for s in job.stages if s.stage.name == "infer")
+    model = infer.inputs["model"]
+    assert model.catalog == repo_root / "catalogs" / "examples.zarr" and model.node.startswith("models/cdi_nn_")
+    bench = next(s for s in job.stages if s.stage.name == "benchmark")
+    assert [r.node for r in bench.inputs["methods"]] == ["results/nn", "results/mean_object"]
+    assert bench.params.reference == ""
+    if name == "evaluate_cdi_nn_2d":  # the 3D job's first stage needs LAMMPS even to be planned
+        reports = plan_job(job, catalog=tmp_path / "never.zarr")
+        assert [r.n_scans for r in reports[::2]][:2] == [1000, 4096]
+        assert [r.state.split(" ")[0] for r in reports] == ["new", "waiting", "new", "waiting", "waiting", "waiting"]
+        assert not (tmp_path / "never.zarr").exists()
+    overridden = load_job(repo_root / "jobs" / f"{name}.toml", root=repo_root,
+                          overrides={"model": "elsewhere.zarr:models/m"})
+    assert next(s for s in overridden.stages if s.stage.name == "infer").inputs["model"].node == "models/m"

@@ -96,6 +96,27 @@ class TestInfer(StageTests):
         """
 
 
+class TestMeanObject(StageTests):
+    upstream = SIMULATE + """
+[[stage]]
+stage = "simulate_2d"
+output = "collections/ref"
+[stage.params]
+n_scans = 7
+size = 32
+"""
+    stage_table = """
+        [[stage]]
+        stage = "mean_object"
+        inputs = { collection = "collections/c", reference = "collections/ref" }
+        output = "results/mean"
+        [stage.params]
+        chunk = {chunk}
+    """
+    output = "results/mean"
+    spoil = ("collections/c", "intensity")
+
+
 class TestAssembleTraining(StageTests):
     upstream = SIMULATE
     stage_table = """

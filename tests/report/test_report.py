@@ -204,3 +204,31 @@ def test_cli_report(tmp_path):
     assert result.output.strip().splitlines() == [f"error: {tmp_path / 'c.zarr'}: no node 'raw/x/1'"]
     result = runner.invoke(app, ["report", str(tmp_path / "c.zarr")])  # default: beside the catalog
     assert result.exit_code == 0 and (tmp_path / "c.report" / "index.html").is_file()
+
+
+def test_scan_pages_limits_the_pages_not_the_summary(tmp_path):
+    write_report_catalog(tmp_path / "c.zarr", ndim=2, n_scans=4, size=16, records=3)
+    site = build_report(tmp_path / "c.zarr", out=tmp_path / "site", scan_pages=2)
+    assert [p.name for p in site.pages] == ["index.html", "0.html", "1.html"]
+    assert {scan for scan, _, _ in _summary_cells(site)} == {"0", "1", "2", "3"}
+    links = [a["href"] for a in elements(site.index, "a") if a["href"].startswith("scans/")]
+    assert links == ["scans/benchmark-quick/0.html", "scans/benchmark-quick/1.html"]
+    last = (site.out / "scans" / "benchmark-quick" / "1.html").read_text()
+    assert "previous: 0" in last and "next:" not in last
+    assert any("scan pages for the first 2 of 4 scans" in note for note in site.notes)
+    with pytest.raises(ReportError, match="scan_pages must be >= 0"):
+        build_report(tmp_path / "c.zarr", out=tmp_path / "site", scan_pages=-1)
+
+
+def test_benchmark_error_histograms_draws_one_benchmark_into_one_png(tmp_path):
+    from cdiplatform.report import benchmark_error_histograms
+
+    write_report_catalog(tmp_path / "c.zarr", ndim=2, n_scans=3, size=16, records=3)
+    png = benchmark_error_histograms(tmp_path / "c.zarr", "benchmarks/quick", tmp_path / "docs" / "e.png",
+                                     methods={"er_hio": "ER/HIO", "nn": "the network"}, dpi=50)
+    assert png == tmp_path / "docs" / "e.png" and imread(png).shape[0] > 100
+    with pytest.raises(ReportError, match="no method 'mean_object'"):
+        benchmark_error_histograms(tmp_path / "c.zarr", "benchmarks/quick", tmp_path / "x.png",
+                                   methods={"mean_object": "baseline"})
+    with pytest.raises(ReportError, match="not a benchmark node"):
+        benchmark_error_histograms(tmp_path / "c.zarr", "results/nn", tmp_path / "x.png")

@@ -10,6 +10,8 @@ changed (new scans, a retried scan), without ``--new-run``. Job file::
     stage = "report"
     inputs = { nodes = ["benchmarks/scan54", "results/scan54_orthogonal"] }
     output = "reports/scan54"
+    [stage.params]
+    scan_pages = 50     # at most 50 scan pages per group (the summary lists every scan); -1: all
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ class Report(TaskStage):
     class Params:
         #: folder of the site; "" : <catalog>.report beside the output catalog
         out: str = ""
+        #: at most this many scan pages per group (its first scans; the summary lists them all); -1: every scan
+        scan_pages: int = -1
+
+    def validate(self, params, inputs) -> None:
+        if params.scan_pages < -1:
+            raise ValueError(f"report: scan_pages must be >= 0, or -1 for every scan, got {params.scan_pages}")
 
     def run(self, params, ctx) -> dict[str, Any]:
         from cdiplatform.report import build_report
@@ -45,7 +53,8 @@ class Report(TaskStage):
         nodes = [r.rsplit(":", 1)[1] for r in refs]
         target = Path(ctx.writer.catalog)
         out = Path(params.out) if params.out else target.parent / f"{target.stem}.report"
-        site = build_report(catalog, nodes=nodes, out=out)
+        site = build_report(catalog, nodes=nodes, out=out,
+                            scan_pages=None if params.scan_pages < 0 else params.scan_pages)
         ctx.writer.write({}, {"index": str(site.index), "pages": len(site.pages), "figures": len(site.figures),
                               "notes": list(site.notes), "shows": refs}, complete=True)
         return {"index": str(site.index), "pages": len(site.pages)}
