@@ -1,9 +1,9 @@
 """The report's figures: NumPy arrays in, PNG files out (matplotlib's Agg, no pyplot state).
 
 Every function draws one figure into ``path`` and returns it; none reads a
-catalog, so that ``tools/report_gold.py`` draws the same figures from its own
-arrays (:func:`cdiplatform.report.benchmark_error_histograms` reads a
-benchmark node for :func:`error_histograms`).
+catalog (the site reads the nodes;
+:func:`cdiplatform.report.benchmark_error_histograms` reads a benchmark node
+for :func:`error_histograms`).
 """
 
 from __future__ import annotations
