@@ -38,6 +38,8 @@ ClusterOpt = Annotated[str, typer.Option(help="local | slurm | slurm:PATH.yaml[,
 AdaptOpt = Annotated[Optional[str], typer.Option(help="SLURM: keep between MIN and MAX jobs per pool, replacing "
                                                        "those that end (MIN:MAX)", metavar="MIN:MAX")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="worker processes (local) or SLURM jobs")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(help="local: torch and BLAS threads per worker (default: its "
+                                                        "share of the cores)")]
 DashboardOpt = Annotated[Optional[str], typer.Option(
     help="HOST:PORT of the dashboard (default 127.0.0.1:0, loopback only; 0.0.0.0:8787 opens it to the network)")]
 
@@ -70,6 +72,7 @@ def run(
     catalog: Annotated[Optional[Path], typer.Option(help="output catalog (default: the job's)")] = None,
     cluster: ClusterOpt = "local",
     workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
     adapt: AdaptOpt = None,
     dashboard_address: DashboardOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would run and what is done")] = False,
@@ -90,7 +93,8 @@ def run(
         _dry_run(job, catalog)
         return
     _run(job, catalog=catalog, cluster=cluster, workers=workers, new_run=new_run,
-         dashboard_address=dashboard_address, break_lock=break_lock, watch=watch, poll=poll, adapt=adapt)
+         dashboard_address=dashboard_address, break_lock=break_lock, watch=watch, poll=poll, adapt=adapt,
+         threads=threads)
 
 
 class _PerformanceReport:
@@ -125,7 +129,7 @@ class _PerformanceReport:
 
 
 def _run(job, *, catalog, cluster, workers, new_run, dashboard_address=None, break_lock=False, watch=False,
-         poll=10.0, adapt=None) -> None:
+         poll=10.0, adapt=None, threads=None) -> None:
     from cdiplatform.catalog.lock import RunLock, check_unlocked
     from cdiplatform.pipeline.cluster import connect
     from cdiplatform.pipeline.runner import plan_job
@@ -141,7 +145,7 @@ def _run(job, *, catalog, cluster, workers, new_run, dashboard_address=None, bre
     from cdiplatform.pipeline.cluster import parse_adapt
 
     try:
-        handle = connect(cluster, workers=workers, dashboard_address=dashboard_address,
+        handle = connect(cluster, workers=workers, compute_threads=threads, dashboard_address=dashboard_address,
                          adapt=parse_adapt(adapt) if adapt else None)
     except (ValueError, OSError, TimeoutError) as exc:
         fail(f"cluster {cluster!r}: {exc}")

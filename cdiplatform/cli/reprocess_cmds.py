@@ -31,6 +31,8 @@ def reprocess(
     size: Annotated[int, typer.Option(help="phasing grid: voxels per axis of the cube at the Bragg peak")] = 64,
     cluster: Annotated[str, typer.Option(help="local | slurm | slurm:PATH.yaml[,PATH.yaml] | tcp://ADDRESS")] = "local",
     workers: Annotated[Optional[int], typer.Option(help="worker processes (local) or SLURM jobs")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="local: torch and BLAS threads per worker (default: its "
+                                                        "share of the cores)")] = None,
     watch: Annotated[bool, typer.Option("--watch", help="process each new scan once it is complete, until "
                                                         "stopped (Ctrl-C)")] = False,
     poll: Annotated[float, typer.Option(help="seconds between two polls of --watch")] = 10.0,
@@ -55,4 +57,5 @@ def reprocess(
     if dry_run:
         _dry_run(job, catalog)
         return
-    _run(job, catalog=catalog, cluster=cluster, workers=workers, new_run=new_run, watch=watch, poll=poll)
+    _run(job, catalog=catalog, cluster=cluster, workers=workers, new_run=new_run, watch=watch, poll=poll,
+         threads=threads)

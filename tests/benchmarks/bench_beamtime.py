@@ -73,7 +73,7 @@ def write_synthetic_beamtime(folder: Path, n: int, seed: int = 0):
 
 def reprocess(spec, frames, beamtime, catalog, workers, *, dark=None, flat=None, quick=False):
     args = [sys.executable, "-m", "cdiplatform.cli.main", "reprocess", str(spec), "--frames", frames,
-            "--beamtime", beamtime, "--catalog", str(catalog), "--workers", str(workers)]
+            "--beamtime", beamtime, "--catalog", str(catalog), "--workers", str(workers), "--threads", "1"]
     if dark:
         args += ["--dark", str(dark), "--flat", str(flat)]
     if quick:

@@ -26,6 +26,7 @@ from cdiplatform.pipeline.cluster import (
     thread_report,
     tunnel_command,
 )
+from cdiplatform.errors import ClusterConfigError
 from cdiplatform.pipeline.cluster.pools import worker_resources
 from cdiplatform.pipeline.cluster.resources import declare_resources
 from cdiplatform.pipeline.cluster.slurm import slurm_pools
@@ -122,6 +123,21 @@ def test_no_gpu_workers_means_no_resources(local_client):
 def test_gpu_workers_cannot_exceed_workers():
     with pytest.raises(ValueError, match="gpu_workers=3 exceeds the 2 local workers"):
         connect("local", workers=2, gpu_workers=3)
+
+
+@pytest.mark.parametrize("compute_threads, expected", [(None, "share"), (1, 1)])
+def test_one_worker_computes_on_its_share_of_the_cores_unless_told(compute_threads, expected):
+    # bench_beamtime's "1 worker of 1 thread" computed on 2 threads: one worker gets every core by default
+    from cdiplatform.pipeline.cluster.threads import cores
+
+    with connect("local", workers=1, compute_threads=compute_threads, dashboard=False) as handle:
+        threads = {e["torch"] for e in thread_report(handle.client).values()}
+    assert threads == {cores() if expected == "share" else expected}
+
+
+def test_compute_threads_is_refused_for_an_address():
+    with pytest.raises(ClusterConfigError, match="compute_threads is for local clusters"):
+        connect("tcp://127.0.0.1:1", compute_threads=1)
 
 
 # -- address ---------------------------------------------------------------------------

@@ -74,6 +74,7 @@ def connect(
     *,
     workers: int | None = None,
     threads_per_worker: int | None = None,
+    compute_threads: int | None = None,
     dashboard: bool = True,
     dashboard_address: str | None = None,
     gpu_workers: int | None = None,
@@ -95,6 +96,11 @@ def connect(
         Address: how many workers ``wait`` waits for.
     threads_per_worker : int, optional
         Local only: task threads per worker process (default 1).
+    compute_threads : int, optional
+        Local only: the threads of torch's and BLAS's pools in each worker
+        (default: the worker's share of the machine's cores, so that one
+        worker on 2 cores computes on 2 threads). ``1`` makes every worker
+        one core's: what a benchmark of scaling across workers needs.
     dashboard : bool
         Start the scheduler's dashboard.
     dashboard_address : str, optional
@@ -136,7 +142,8 @@ def connect(
     """
     if not isinstance(spec, str) or not spec:
         raise ClusterConfigError(f"cluster spec must be a non-empty string, got {spec!r}")
-    for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker)):
+    for name, value in (("workers", workers), ("threads_per_worker", threads_per_worker),
+                        ("compute_threads", compute_threads)):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ClusterConfigError(f"{name} must be a positive integer, got {value!r}")
     if gpu_workers is not None and (not isinstance(gpu_workers, int) or gpu_workers < 0):
@@ -149,6 +156,9 @@ def connect(
             raise ClusterConfigError("give workers (a fixed number of jobs) or adapt (minimum, maximum), not both")
         adapt = check_adapt(adapt)
 
+    if compute_threads is not None and spec != "local":
+        raise ClusterConfigError(f"compute_threads is for local clusters, not for {spec!r} (a SLURM file sets "
+                                 "its jobs' cores)")
     address = dashboard_address or DEFAULT_DASHBOARD_ADDRESS
     if spec == "local":
         from cdiplatform.pipeline.cluster.local import connect_local
@@ -156,6 +166,7 @@ def connect(
         return connect_local(
             workers=workers,
             threads_per_worker=threads_per_worker or 1,
+            compute_threads=compute_threads,
             dashboard=dashboard,
             dashboard_address=address,
             gpu_workers=gpu_workers,

@@ -19,6 +19,7 @@ def connect_local(
     workers: int | None,
     threads_per_worker: int,
     dashboard: bool,
+    compute_threads: int | None = None,
     dashboard_address: str,
     gpu_workers: int | None,
     timeout: float,
@@ -27,7 +28,7 @@ def connect_local(
 
     n_cores = cores()
     n = workers or max(1, n_cores // threads_per_worker)
-    share = max(1, n_cores // n)
+    share = compute_threads or max(1, n_cores // n)
     if gpu_workers is None:
         gpu_workers = min(n, cuda_devices())
     elif gpu_workers > n:
