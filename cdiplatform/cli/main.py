@@ -218,8 +218,8 @@ def _run_once(job, *, handle, target: Path, new_run: bool, break_lock: bool = Fa
 
         def end(report):
             if report.state == "complete":
-                progress.console.print(text(
-                    f"{report.label}: {report.node} is complete ({report.n_scans} scans); nothing to do"))
+                say(f"{report.label}: {report.node} is complete ({report.n_scans} scans); nothing to do",
+                    console=progress.console)
 
         with _PerformanceReport(report_file) as perf:
             reports = run_job(job, client=handle.client, catalog=target, new_run=new_run,
