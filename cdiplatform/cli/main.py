@@ -8,13 +8,20 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from cdiplatform.cli._console import CdipGroup, err, fail, out, say, text
 from cdiplatform.cli.catalog_cmds import catalog_app
-from cdiplatform.cli.ingest_cmds import ingest_app
 from cdiplatform.cli.export_cmds import export
+from cdiplatform.cli.ingest_cmds import ingest_app
 from cdiplatform.cli.report_cmds import report
 from cdiplatform.cli.reprocess_cmds import reprocess
 from cdiplatform.cli.status_cmds import status

@@ -14,6 +14,7 @@ from pathlib import Path
 import dask
 import pytest
 
+from cdiplatform.errors import ClusterConfigError
 from cdiplatform.pipeline.cluster import (
     connect,
     declared_resources,
@@ -26,7 +27,6 @@ from cdiplatform.pipeline.cluster import (
     thread_report,
     tunnel_command,
 )
-from cdiplatform.errors import ClusterConfigError
 from cdiplatform.pipeline.cluster.pools import worker_resources
 from cdiplatform.pipeline.cluster.resources import declare_resources
 from cdiplatform.pipeline.cluster.slurm import slurm_pools

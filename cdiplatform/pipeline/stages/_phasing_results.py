@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from cdiplatform.catalog.schema import GRID_DIMS
 from cdiplatform.pipeline.stage import Var
 
 __all__ = ["GRID_DIMS", "PhasingOutputs", "blank_values", "check_collection", "measured_pixels", "model_grid",
            "refuse_without_signal"]
 
-GRID_DIMS = {2: ("y", "x"), 3: ("z", "y", "x")}
 
 
 def check_collection(ds: Any, *, stage: str) -> None:

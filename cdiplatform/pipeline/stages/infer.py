@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from cdiplatform.catalog.schema import GRID_DIMS
 from cdiplatform.pipeline.stage import ChunkResult, Input, Plan, Stage, Var, register, resolve_device
-
-GRID_DIMS = {2: ("y", "x"), 3: ("z", "y", "x")}
 
 #: networks loaded in this worker process, by (model content hash, device)
 _MODELS: dict[tuple[str, str], Any] = {}

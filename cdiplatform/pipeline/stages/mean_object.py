@@ -40,11 +40,11 @@ import numpy as np
 import xarray as xr
 
 from cdiplatform.catalog import STATUS_OK
+from cdiplatform.catalog.schema import GRID_DIMS
 from cdiplatform.pipeline.stage import ChunkResult, Input, Plan, Stage, Var, register
 
 __all__ = ["MeanObject", "mean_object"]
 
-GRID_DIMS = {2: ("y", "x"), 3: ("z", "y", "x")}
 #: float64 bytes of one variable of the reference scans read at a time
 _BLOCK_BYTES = 64 * 2**20
 
