@@ -26,7 +26,6 @@ __all__ = ["GRID_DIMS", "PhasingOutputs", "blank_values", "check_collection", "m
            "refuse_without_signal"]
 
 
-
 def check_collection(ds: Any, *, stage: str) -> None:
     if "intensity" not in ds:
         raise ValueError(f"{stage}: the input collection has no 'intensity' variable")

@@ -42,6 +42,7 @@ import xarray as xr
 from cdiplatform.catalog import STATUS_OK
 from cdiplatform.catalog.schema import GRID_DIMS
 from cdiplatform.pipeline.stage import ChunkResult, Input, Plan, Stage, Var, register
+from cdiplatform.pipeline.stages._phasing_results import check_collection
 
 __all__ = ["MeanObject", "mean_object"]
 
@@ -171,12 +172,8 @@ class MeanObject(Stage):
 
     def validate(self, params: Any, inputs: dict[str, xr.Dataset]) -> None:
         collection, reference = inputs["collection"], inputs["reference"]
-        if "intensity" not in collection:
-            raise ValueError("mean_object: the collection has no 'intensity' variable")
+        check_collection(collection, stage="mean_object")
         ndim = collection["intensity"].ndim - 1
-        if ndim not in GRID_DIMS or collection["intensity"].dims != ("scan", *GRID_DIMS[ndim]):
-            raise ValueError(f"mean_object: collection intensity dims {collection['intensity'].dims} "
-                             "are not (scan, [z,] y, x)")
         for name in ("amplitude", "phase"):
             if name not in reference:
                 raise ValueError(f"mean_object: the reference {reference.attrs.get('node', '')} has no {name!r}: "
