@@ -8,11 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from cdiplatform.cli._console import fail
+from cdiplatform.cli._options import ClusterOpt, WorkersOpt
 
 ingest_app = typer.Typer(help="Ingest measured scans into raw/<beamtime>/<scan>.", no_args_is_help=True)
 
-ClusterOpt = Annotated[str, typer.Option(help="local | slurm | slurm:PATH.yaml[,PATH.yaml] | tcp://ADDRESS")]
-WorkersOpt = Annotated[Optional[int], typer.Option(help="worker processes (local) or SLURM jobs")]
 NewRunOpt = Annotated[bool, typer.Option("--new-run", "--overwrite",
                                          help="re-ingest scans that another ingest (other files or settings) wrote")]
 

@@ -19,6 +19,7 @@ from rich.progress import (
 from rich.table import Table
 
 from cdiplatform.cli._console import CdipGroup, err, fail, out, say, text
+from cdiplatform.cli._options import ClusterOpt, ThreadsOpt, WorkersOpt
 from cdiplatform.cli.catalog_cmds import catalog_app
 from cdiplatform.cli.export_cmds import export
 from cdiplatform.cli.ingest_cmds import ingest_app
@@ -41,12 +42,8 @@ app.command("reprocess")(reprocess)
 app.command("export")(export)
 app.command("report")(report)
 
-ClusterOpt = Annotated[str, typer.Option(help="local | slurm | slurm:PATH.yaml[,PATH.yaml] | tcp://ADDRESS")]
 AdaptOpt = Annotated[Optional[str], typer.Option(help="SLURM: keep between MIN and MAX jobs per pool, replacing "
                                                        "those that end (MIN:MAX)", metavar="MIN:MAX")]
-WorkersOpt = Annotated[Optional[int], typer.Option(help="worker processes (local) or SLURM jobs")]
-ThreadsOpt = Annotated[Optional[int], typer.Option(help="local: torch and BLAS threads per worker (default: its "
-                                                        "share of the cores)")]
 DashboardOpt = Annotated[Optional[str], typer.Option(
     help="HOST:PORT of the dashboard (default 127.0.0.1:0, loopback only; 0.0.0.0:8787 opens it to the network)")]
 

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from cdiplatform.cli._options import ClusterOpt, ThreadsOpt, WorkersOpt
+
 
 def beamtime_job() -> Path:
     """The packaged beamtime job (``jobs/beamtime.toml`` in a source checkout links to it)."""
@@ -29,10 +31,9 @@ def reprocess(
     dark: Annotated[Optional[Path], typer.Option(help="dark field of the whole sensor")] = None,
     flat: Annotated[Optional[Path], typer.Option(help="white field of the whole sensor")] = None,
     size: Annotated[int, typer.Option(help="phasing grid: voxels per axis of the cube at the Bragg peak")] = 64,
-    cluster: Annotated[str, typer.Option(help="local | slurm | slurm:PATH.yaml[,PATH.yaml] | tcp://ADDRESS")] = "local",
-    workers: Annotated[Optional[int], typer.Option(help="worker processes (local) or SLURM jobs")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="local: torch and BLAS threads per worker (default: its "
-                                                        "share of the cores)")] = None,
+    cluster: ClusterOpt = "local",
+    workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
     watch: Annotated[bool, typer.Option("--watch", help="process each new scan once it is complete, until "
                                                         "stopped (Ctrl-C)")] = False,
     poll: Annotated[float, typer.Option(help="seconds between two polls of --watch")] = 10.0,
