@@ -95,7 +95,7 @@ class RefineSettings:
     parametrization: str = "polar"
     learning_rate: float = 0.01
     max_iterations: int = 1000
-    tolerance: float = 1e-3
+    tolerance: float = 3e-3
     window: int = 20
     memory: int = 5
     betas: tuple[float, float] = (0.9, 0.999)

@@ -23,7 +23,8 @@ Studies:
   shrink-wrap, no stopping rule: chi, errors and time-to-accuracy;
 - ``threshold``: the default refinement (``RefineSettings()``) with
   shrink-wrap thresholds 0.05 to 0.2 (and none): where the chi stalls against ER/HIO's;
-- ``stopping``: the default refinement with stopping tolerances 1e-3 to 3e-5;
+- ``stopping``: the default refinement with the stopping tolerances of ``--tolerances``
+  (default 1e-3 to 3e-5);
 - ``seeded``: ER/HIO from the start as a seed (no twin removal):
   the iteration at which its chi first reaches the random-start 620-iteration
   chi of the same scan, for a few short sequences.
@@ -164,7 +165,7 @@ def study_threshold(args, mag, amp, phase, reference):
 def study_stopping(args, mag, amp, phase, reference):
     start, support = starts(amp, phase, args.start, 1, mag)
     print("start:", phase_both(start, amp, phase))
-    for tol in [1e-3, 3e-4, 1e-4, 3e-5]:
+    for tol in args.tolerances:
         st = replace(RefineSettings(), tolerance=tol, max_iterations=args.iterations, loss=args.loss)
         t = time.perf_counter()
         res = refine(mag, start, support, settings=st)
@@ -204,6 +205,8 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=1000)
     ap.add_argument("--loss", default="amplitude")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tolerances", type=lambda text: [float(v) for v in text.split(",")],
+                    default=[1e-3, 3e-4, 1e-4, 3e-5], help="the stopping study's tolerances, comma-separated")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     amp, phase = gold_crystals(args.crystals, args.seed0, args.cache)
