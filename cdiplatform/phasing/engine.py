@@ -28,10 +28,12 @@ blur              1/2       the blur's own: half spectrum (``"fft"``) or a
 ================  ========  ================================================
 
 So 3.1 arrays per start (4.1 with averaging), plus 1.5 per scan, with
-shrink-wrap; a fused modulus (``compile=True`` on CUDA) needs no ``amplitude2``.
-Passes over memory per HIO iteration, eager: the FFT pair, two for the
-modulus projection, two for the update; shrink-wrap adds the magnitude
-(three passes over a real array), the blur (``"separable"``: one pass per
+shrink-wrap; the numba kernels (``kernels="numba"``, the CPU's default) and
+a fused modulus (``compile=True`` on CUDA) need neither ``amplitude2`` nor
+``ratio``. Passes over memory per HIO iteration: the FFT pair, then one for
+the modulus projection and one for the update with the numba kernels of
+:mod:`cdiplatform.phasing.cpu_kernels` (two and two eager); shrink-wrap
+adds the magnitude (one pass; three eager over a real array), the blur (``"separable"``: one pass per
 tap and axis, 21 for sigma 1 in 3D; ``"fft"``: an ``rfftn`` / ``irfftn``
 pair and one product), the maximum and the threshold.
 
@@ -50,7 +52,15 @@ import numpy as np
 import torch
 
 from cdiplatform.phasing.blur import GaussianBlur, gaussian_transfer, resolve_blur
-from cdiplatform.phasing.kernels import TINY, compile_available, fused_kernels, fused_steps, magnitude_
+from cdiplatform.phasing import cpu_kernels
+from cdiplatform.phasing.kernels import (
+    TINY,
+    compile_available,
+    fused_kernels,
+    fused_steps,
+    magnitude_,
+    resolve_kernels,
+)
 from cdiplatform.phasing.settings import PhasingSettings
 
 __all__ = ["IterationResult", "gaussian_transfer", "iterate", "time_to_error"]
@@ -81,6 +91,10 @@ class IterationResult:
         The steps that ran fused by ``torch.compile`` (``settings.compile``;
         which ones is a rule of the device, :func:`~cdiplatform.phasing.kernels.fused_steps`);
         empty when all ran eager. Record it with the run.
+    kernels : str
+        How the modulus projection, the update and the magnitude ran:
+        ``"numba"`` or ``"eager"`` (:func:`~cdiplatform.phasing.kernels.resolve_kernels`).
+        Record it with the run.
     """
 
     obj: torch.Tensor
@@ -89,6 +103,7 @@ class IterationResult:
     history: list[tuple[int, float, np.ndarray]]
     blur: str | None = None
     compiled: tuple[str, ...] = ()
+    kernels: str = "eager"
 
 
 def time_to_error(
@@ -199,6 +214,9 @@ def iterate(
             raise RuntimeError(f"compile=True but torch.compile cannot build kernels here: {why}")
         fusing = fused_steps(device)
         fused = fused_kernels()
+    one_pass = resolve_kernels(device, settings.kernels) == "numba"
+    if one_pass:  # numba runs these steps; torch.compile keeps the rest (the blur)
+        fusing = tuple(step for step in fusing if step not in ("magnitude", "modulus", "update"))
 
     field = torch.empty_like(rho)
     average = torch.zeros_like(rho) if settings.average_last > 0 else None
@@ -218,7 +236,7 @@ def iterate(
         )
 
     ratio = unmeasured = None
-    if measured is not None and "modulus" not in fusing:
+    if measured is not None and "modulus" not in fusing and not one_pass:
         ratio = torch.empty(rho.shape, dtype=torch.float32, device=device)
         unmeasured = ~measured
     positive = torch.empty(rho.shape, dtype=torch.bool, device=device) if settings.positivity else None
@@ -231,7 +249,7 @@ def iterate(
     rho_r = torch.view_as_real(rho)
     field_r = torch.view_as_real(field)
     amplitude2 = None
-    if "modulus" not in fusing and measured is None:
+    if "modulus" not in fusing and measured is None and not one_pass:
         amplitude2 = amplitude.unsqueeze(-1).expand(*amplitude.shape, 2).contiguous()
     ratio_r = None if ratio is None else ratio.unsqueeze(-1)
 
@@ -245,7 +263,9 @@ def iterate(
         for _ in range(count):
             # -- shrink-wrap from the current object
             if it in sw_iters:
-                if "magnitude" not in fusing:
+                if one_pass:
+                    cpu_kernels.magnitude_(rho, magnitude)
+                elif "magnitude" not in fusing:
                     magnitude_(rho_r, magnitude)
                 else:
                     fused["magnitude"](rho_r, magnitude)
@@ -261,7 +281,9 @@ def iterate(
                 err = fourier_error(field, amplitude, measured, ndim).cpu().numpy()
                 history.append((it, t_record - t_start - t_recording, err))
                 t_recording += time.perf_counter() - t_record
-            if "modulus" in fusing:
+            if one_pass:
+                cpu_kernels.modulus_(field, amplitude, measured)
+            elif "modulus" in fusing:
                 if measured is None:
                     fused["modulus"](field_r, amplitude)
                 else:
@@ -284,7 +306,9 @@ def iterate(
                 torch.ge(field.real, 0.0, out=positive)
                 positive.logical_and_(support)
                 inside = positive
-            if "update" in fusing:
+            if one_pass:
+                cpu_kernels.update_(rho, field, inside, op, beta)
+            elif "update" in fusing:
                 if op == "ER":
                     fused["er"](rho_r, field_r, inside)
                 elif op == "HIO":
@@ -310,5 +334,6 @@ def iterate(
     torch.fft.fftn(obj, dim=dims, norm="ortho", out=field)
     error = fourier_error(field, amplitude, measured, ndim)
     return IterationResult(
-        obj=obj, support=support, error=error, history=history, blur=blur_method, compiled=fusing
+        obj=obj, support=support, error=error, history=history, blur=blur_method, compiled=fusing,
+        kernels="numba" if one_pass else "eager",
     )

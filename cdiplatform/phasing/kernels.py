@@ -23,6 +23,10 @@ docs/phasing.md), not the modulus nor the update (inductor's loops over
 interleaved complex data were 2-3 times slower than the eager passes); on
 CUDA all of them, to be confirmed by ``tests/benchmarks/gpu/device_bench.py``.
 :func:`compile_available` says whether a compiler is there.
+
+On CPU the default is a third way, one pass per step written for numba
+(:mod:`cdiplatform.phasing.cpu_kernels`); :func:`resolve_kernels` is the
+rule that picks it (``PhasingSettings.kernels``).
 """
 
 from __future__ import annotations
@@ -33,7 +37,16 @@ import shutil
 
 import torch
 
-__all__ = ["FUSED_STEPS", "TINY", "compile_available", "fused_kernels", "fused_steps", "magnitude_"]
+__all__ = [
+    "FUSED_STEPS",
+    "KERNELS",
+    "TINY",
+    "compile_available",
+    "fused_kernels",
+    "fused_steps",
+    "magnitude_",
+    "resolve_kernels",
+]
 
 TINY = 1e-30
 
@@ -42,6 +55,42 @@ FUSED_STEPS = {
     "cpu": ("magnitude", "blur"),
     "cuda": ("magnitude", "blur", "modulus", "update"),
 }
+
+
+#: the choices of ``PhasingSettings.kernels``
+KERNELS = ("auto", "eager", "numba")
+
+
+def resolve_kernels(device, choice: str = "auto") -> str:
+    """Which elementwise steps an iteration runs: ``"numba"`` or ``"eager"``, a fixed rule of device and install.
+
+    ``"auto"``: the numba kernels of :mod:`cdiplatform.phasing.cpu_kernels`
+    (one pass per step) on a CPU where numba and a thread-safe threading
+    layer load, the eager torch passes otherwise (any GPU). Record the
+    answer with the run.
+
+    Raises
+    ------
+    ValueError
+        ``choice`` is not one of :data:`KERNELS`, or ``"numba"`` on another device than the CPU.
+    RuntimeError
+        ``"numba"`` where numba cannot run here (the reason said).
+    """
+    if choice not in KERNELS:
+        raise ValueError(f"unknown kernels {choice!r}; known: {', '.join(KERNELS)}")
+    if choice == "eager":
+        return "eager"
+    on_cpu = torch.device(device).type == "cpu"
+    if choice == "numba" and not on_cpu:
+        raise ValueError(f"kernels='numba' runs on the CPU, not on {torch.device(device).type}")
+    if not on_cpu:
+        return "eager"
+    from cdiplatform.phasing.cpu_kernels import numba_available
+
+    ok, why = numba_available()
+    if choice == "numba" and not ok:
+        raise RuntimeError(f"kernels='numba' but {why}")
+    return "numba" if ok else "eager"
 
 
 def fused_steps(device) -> tuple[str, ...]:

@@ -48,6 +48,8 @@ class PhasingResult:
         record with it; None without shrink-wrap.
     compiled : tuple of str
         The steps that ran fused by ``torch.compile`` (empty: all eager).
+    kernels : str
+        ``"numba"`` or ``"eager"``: how the elementwise steps ran (record it with the run).
     """
 
     obj: np.ndarray
@@ -59,6 +61,7 @@ class PhasingResult:
     history: list
     blur: str | None = None
     compiled: tuple[str, ...] = ()
+    kernels: str = "eager"
 
 
 def _as_tensor(x, device, dtype) -> torch.Tensor:
@@ -351,4 +354,5 @@ def phase_retrieval(
         history=raw.history,
         blur=raw.blur,
         compiled=raw.compiled,
+        kernels=raw.kernels,
     )

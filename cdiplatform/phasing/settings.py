@@ -145,6 +145,13 @@ class PhasingSettings:
         passes; the same results to float32 rounding. Off by default: the
         first run of a process on a new grid spends seconds compiling, and it
         needs a compiler (a C++ compiler on CPU, Triton on CUDA).
+    kernels : {"auto", "eager", "numba"}
+        How the modulus projection, the update and shrink-wrap's magnitude
+        run: ``"numba"``, one parallel pass each on the CPU
+        (:mod:`cdiplatform.phasing.cpu_kernels`); ``"eager"``, torch's
+        in-place passes (two each); ``"auto"``, numba on a CPU where it
+        loads and eager elsewhere (:func:`~cdiplatform.phasing.kernels.resolve_kernels`,
+        a fixed rule; the answer is recorded with the run). Equal to float32 rounding.
     """
 
     algorithm: str | AlgorithmSequence = "3*(20*ER+180*HIO)+20*ER"
@@ -162,9 +169,12 @@ class PhasingSettings:
     seed_amplitude_noise: float = 0.0
     record_every: int = 0
     compile: bool = False
+    kernels: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algorithm", parse_algorithm(self.algorithm))
+        if self.kernels not in ("auto", "eager", "numba"):
+            raise ValueError(f"kernels must be 'auto', 'eager' or 'numba', not {self.kernels!r}")
         if not 0.0 < self.beta <= 1.0:
             raise ValueError(f"beta must be in (0, 1], not {self.beta}")
         if self.initial_support not in ("box", "autocorrelation"):

@@ -67,9 +67,10 @@ CASES = [
 
 @pytest.mark.parametrize("kw", CASES)
 @pytest.mark.parametrize("masked", [False, True])
-def test_eager_steps_are_the_textbook_iteration(batch, kw, masked):
+@pytest.mark.parametrize("kernels", ["eager", "numba"])
+def test_in_place_steps_are_the_textbook_iteration(batch, kw, masked, kernels):
     amp, rho0, sup0 = batch
-    kw = {"shrink_wrap": None, "twin": None, **kw}
+    kw = {"shrink_wrap": None, "twin": None, "kernels": kernels, **kw}
     settings = PhasingSettings(**kw)
     measured = None
     if masked:
@@ -83,7 +84,7 @@ def test_eager_steps_are_the_textbook_iteration(batch, kw, masked):
     np.testing.assert_allclose(
         out.obj.numpy(), ref_rho.numpy(), rtol=0, atol=1e-4 * scale
     )  # float32 rounding, grown over 16 iterations
-    assert out.compiled == ()
+    assert out.compiled == () and out.kernels == kernels
 
 
 def test_history_carries_iteration_seconds_and_error(batch):
@@ -129,7 +130,8 @@ def test_fused_steps_match_the_eager_ones(batch, masked):
     if masked:
         measured = torch.ones_like(amp, dtype=torch.bool)
         measured[..., :2, :2, :3] = False
-    kw = {"algorithm": "3*ER+4*HIO+3*RAAR", "shrink_wrap": ShrinkWrap(threshold=0.2, start=0), "twin": None}
+    kw = {"algorithm": "3*ER+4*HIO+3*RAAR", "shrink_wrap": ShrinkWrap(threshold=0.2, start=0), "twin": None,
+          "kernels": "eager"}
     eager = iterate(amp, rho0.clone(), sup0.clone(), PhasingSettings(**kw), ndim=3, measured=measured)
     fused = iterate(
         amp, rho0.clone(), sup0.clone(), PhasingSettings(**kw, compile=True), ndim=3, measured=measured
@@ -139,3 +141,14 @@ def test_fused_steps_match_the_eager_ones(batch, masked):
     assert int((fused.support != eager.support).sum()) <= 2
     scale = float(eager.obj.abs().max())
     np.testing.assert_allclose(fused.obj.numpy(), eager.obj.numpy(), rtol=0, atol=1e-4 * scale)
+
+
+def test_numba_kernels_leave_the_blur_to_torch_compile(batch):
+    ok, why = compile_available("cpu")
+    if not ok:
+        pytest.skip(f"torch.compile unavailable: {why}")
+    amp, rho, sup = batch
+    settings = PhasingSettings(algorithm="2*HIO", shrink_wrap=ShrinkWrap(start=0), twin=None, compile=True,
+                               kernels="numba")
+    out = iterate(amp, rho, sup, settings, ndim=3)
+    assert out.kernels == "numba" and out.compiled == ("blur",)

@@ -111,7 +111,7 @@ def _phase_in_batches(amplitude, params, *, ndim, measured, rngs, device, start,
     errors = (np.concatenate([np.stack([h[2] for h in p.history], axis=1) for p in parts]) if parts[0].history
               else np.zeros((n, 0, params.phasing.n_starts)))
     result = PhasingResult(**joined, iterations=parts[0].iterations, history=[], blur=parts[0].blur,
-                           compiled=parts[0].compiled)
+                           compiled=parts[0].compiled, kernels=parts[0].kernels)
     return result, size, seconds.reshape(n, -1), errors
 
 
@@ -246,7 +246,10 @@ class Reconstruct(Stage):
         outputs = self._outputs(params, ds)
         variables = {**outputs.variables(),
                      "blur": Var((), (), "str", {"long_name": "how the shrink-wrap blurred: fft or separable "
-                                                             "(a rule of device and grid, kept with the run)"})}
+                                                             "(a rule of device and grid, kept with the run)"}),
+                 "kernels": Var((), (), "str", {"long_name": "how the elementwise steps ran: numba (one pass "
+                                                            "each, CPU) or eager (torch), a rule of device and "
+                                                            "install (cdiplatform.phasing.kernels.resolve_kernels)"})}
         coords = {d: (d, np.asarray(ds[d].values)) for d in outputs.dims if d in ds.coords}
         resolution = _resolution_variables(params, ds)
         variables.update(resolution)
@@ -275,6 +278,7 @@ class Reconstruct(Stage):
         outputs = self._outputs(params, ds)
         out = outputs.blank(n)
         out["blur"] = np.full(n, "", dtype=object)
+        out["kernels"] = np.full(n, "", dtype=object)
         resolution = _resolution_variables(params, ds)
         out.update(blank_values(resolution, n))
         failed = refuse_without_signal(intensity, index)
@@ -304,6 +308,7 @@ class Reconstruct(Stage):
         for j, i in enumerate(ok):
             outputs.put(out, i, res.obj[j], res.support[j], chi=res.error[j], llk=llk[j], iterations=res.iterations)
             out["blur"][i] = res.blur or ""
+            out["kernels"][i] = res.kernels
             if "history_chi" in out:
                 out["history_seconds"][i] = hist_seconds[j]
                 out["history_chi"][i] = hist_errors[j, :, int(res.best[j, 0])]

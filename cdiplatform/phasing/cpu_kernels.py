@@ -1,0 +1,164 @@
+"""The elementwise steps of an iteration on CPU as one pass each, compiled by numba.
+
+Between its two FFTs an iteration is a few passes over arrays larger than
+the caches. Eager torch needs two passes for the modulus projection
+(``F.sgn_()`` then ``F *= A``) and two for the HIO update (``rho -= beta y``
+then a ``where``); each kernel here reads its operands once and writes its
+result once, in parallel over the voxels, with the GIL released so that the
+other threads of a Dask worker go on:
+
+- :func:`modulus_`: ``F <- A F / |F|`` (0 where ``|F| = 0``), optionally
+  only where a pixel was measured;
+- :func:`update_`: ER, HIO or RAAR, ``rho <- inside ? y : ...``;
+- :func:`magnitude_`: ``|rho|`` for shrink-wrap.
+
+They take the engine's tensors (CPU, contiguous; complex64 objects, float32
+magnitudes, bool masks) and work in place on zero-copy numpy views. The
+thread count follows ``torch.get_num_threads()`` of the calling thread (the
+worker's share of the cores). numba's thread pool must allow parallel
+regions from several threads at once (Dask workers run tasks in threads),
+so a thread-safe layer (OpenMP or TBB) is asked for; :func:`numba_available` says whether
+numba and that layer load here. Results equal the eager steps to float32
+rounding (``tests/phasing/test_cpu_kernels.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+__all__ = ["UPDATES", "magnitude_", "modulus_", "numba_available", "update_"]
+
+#: the update rules and their code in the kernel
+UPDATES = {"ER": 0, "HIO": 1, "RAAR": 2}
+
+_TINY = 1e-30
+
+
+@functools.lru_cache(maxsize=1)
+def numba_available() -> tuple[bool, str]:
+    """Whether numba and a thread-safe threading layer (OpenMP) load in this process, and why not."""
+    try:
+        import numba
+    except ImportError:
+        return False, "numba is not installed"
+    if numba.config.THREADING_LAYER in ("default", "workqueue"):  # workqueue aborts on concurrent launches
+        numba.config.THREADING_LAYER = "threadsafe"  # OpenMP or TBB, whichever loads
+    try:
+        _kernels()["magnitude"](torch.zeros((1, 1, 2, 2)).numpy(), torch.zeros((1, 1, 2)).numpy())
+    except Exception as exc:  # noqa: BLE001 - a missing libgomp or a refused layer, said in one line
+        return False, f"numba cannot run parallel kernels here: {type(exc).__name__}: {exc}"
+    return True, f"numba {numba.__version__}, threading layer {numba.threading_layer()}"
+
+
+@functools.lru_cache(maxsize=1)
+def _kernels() -> dict:
+    """The numba kernels, compiled at their first call (cached on disk between processes)."""
+    import numpy as np
+    from numba import njit, prange
+
+    jit = njit(parallel=True, nogil=True, cache=True, boundscheck=False)
+
+    @jit
+    def modulus(f, a):  # f float32 (S, K, V, 2), a float32 (S, V)
+        for s in range(f.shape[0]):
+            for k in range(f.shape[1]):
+                for v in prange(f.shape[2]):
+                    re, im = f[s, k, v, 0], f[s, k, v, 1]
+                    m2 = re * re + im * im
+                    r = a[s, v] / np.sqrt(m2) if m2 > _TINY else np.float32(0.0)
+                    f[s, k, v, 0] = re * r
+                    f[s, k, v, 1] = im * r
+
+    @jit
+    def modulus_measured(f, a, m):  # m bool (S, V): elsewhere F keeps its value
+        for s in range(f.shape[0]):
+            for k in range(f.shape[1]):
+                for v in prange(f.shape[2]):
+                    if m[s, v]:
+                        re, im = f[s, k, v, 0], f[s, k, v, 1]
+                        m2 = re * re + im * im
+                        r = a[s, v] / np.sqrt(m2) if m2 > _TINY else np.float32(0.0)
+                        f[s, k, v, 0] = re * r
+                        f[s, k, v, 1] = im * r
+
+    @jit
+    def update(r, y, inside, rule, beta):  # r, y float32 (N, 2), inside bool (N,)
+        b = np.float32(beta)
+        c = np.float32(1.0 - 2.0 * beta)
+        for i in prange(inside.shape[0]):
+            if inside[i]:
+                r[i, 0] = y[i, 0]
+                r[i, 1] = y[i, 1]
+            elif rule == 0:
+                r[i, 0] = 0.0
+                r[i, 1] = 0.0
+            elif rule == 1:
+                r[i, 0] = r[i, 0] - b * y[i, 0]
+                r[i, 1] = r[i, 1] - b * y[i, 1]
+            else:
+                r[i, 0] = b * r[i, 0] + c * y[i, 0]
+                r[i, 1] = b * r[i, 1] + c * y[i, 1]
+
+    @jit
+    def magnitude(r, out):  # r float32 (S, K, V, 2), out float32 (S, K, V)
+        for s in range(r.shape[0]):
+            for k in range(r.shape[1]):
+                for v in prange(r.shape[2]):
+                    out[s, k, v] = np.sqrt(r[s, k, v, 0] * r[s, k, v, 0] + r[s, k, v, 1] * r[s, k, v, 1])
+
+    return {"modulus": modulus, "modulus_measured": modulus_measured, "update": update, "magnitude": magnitude}
+
+
+def _threads() -> None:
+    import numba
+
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+def _voxels(t: torch.Tensor, lead: int, *, written: bool = False):
+    """A numpy view of a CPU tensor as ``(leading dims, voxels[, 2])`` (a copy of a strided operand read only)."""
+    if written and not t.is_contiguous():
+        raise ValueError(f"the numba kernels write in place and need a contiguous tensor, not strides {t.stride()}")
+    if t.is_complex():
+        t = torch.view_as_real(t)
+        return t.numpy().reshape(*t.shape[:lead], -1, 2)
+    return t.numpy().reshape(*t.shape[:lead], -1)
+
+
+def modulus_(field: torch.Tensor, amplitude: torch.Tensor, measured: torch.Tensor | None = None) -> torch.Tensor:
+    """``field <- amplitude * field / |field|`` in place, one pass; where ``measured`` is False, unchanged.
+
+    Parameters
+    ----------
+    field : torch.Tensor, complex64, ``(S, K, *grid)``
+    amplitude : torch.Tensor, float32, ``(S, 1, *grid)``
+        Shared by the ``K`` starts of a scan.
+    measured : torch.Tensor, bool, ``(S, 1, *grid)``, optional
+    """
+    _threads()
+    f, a = _voxels(field, 2, written=True), _voxels(amplitude, 1)
+    if measured is None:
+        _kernels()["modulus"](f, a)
+    else:
+        _kernels()["modulus_measured"](f, a, _voxels(measured, 1))
+    return field
+
+
+def update_(rho: torch.Tensor, field: torch.Tensor, inside: torch.Tensor, rule: str, beta: float) -> torch.Tensor:
+    """The real-space update in place, one pass: ``rho <- y`` inside; outside 0 (ER), ``rho - beta y`` (HIO)
+    or ``beta rho + (1 - 2 beta) y`` (RAAR), with ``y = field`` (``P_M rho``).
+
+    ``rho``, ``field`` complex64 and ``inside`` bool, all ``(S, K, *grid)``.
+    """
+    _threads()
+    _kernels()["update"](_voxels(rho, 0, written=True), _voxels(field, 0), _voxels(inside, 0), UPDATES[rule], float(beta))
+    return rho
+
+
+def magnitude_(rho: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``|rho|`` into ``out`` (float32, the shape of ``rho``), one pass."""
+    _threads()
+    _kernels()["magnitude"](_voxels(rho, 2), _voxels(out, 2, written=True))
+    return out

@@ -1,0 +1,106 @@
+"""The numba kernels of one pass each against torch's eager formulas, and the rule that picks them."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from cdiplatform.phasing import PhasingSettings, ShrinkWrap
+from cdiplatform.phasing.cpu_kernels import magnitude_, modulus_, numba_available, update_
+from cdiplatform.phasing.engine import iterate
+from cdiplatform.phasing.kernels import resolve_kernels
+
+
+@pytest.fixture
+def arrays():
+    """A batch of 2 scans x 3 starts on a 6 x 5 x 4 grid, with zeros in the far field."""
+    g = torch.Generator().manual_seed(3)
+    field = torch.randn((2, 3, 6, 5, 4), dtype=torch.complex64, generator=g)
+    field[0, 1, 0, 0, :2] = 0
+    amp = torch.rand((2, 1, 6, 5, 4), generator=g)
+    measured = torch.rand((2, 1, 6, 5, 4), generator=g) > 0.3
+    rho = torch.randn((2, 3, 6, 5, 4), dtype=torch.complex64, generator=g)
+    inside = torch.rand((2, 3, 6, 5, 4), generator=g) > 0.5
+    return field, amp, measured, rho, inside
+
+
+def test_numba_loads_here():
+    ok, why = numba_available()
+    assert ok, why
+    assert resolve_kernels("cpu") == "numba"
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_modulus_is_the_amplitude_times_the_phase_factor(arrays, masked):
+    field, amp, measured, _, _ = arrays
+    expected = amp * torch.sgn(field)
+    if masked:
+        expected = torch.where(measured, expected, field)
+    out = modulus_(field.clone(), amp, measured if masked else None)
+    torch.testing.assert_close(out, expected, rtol=2e-6, atol=1e-7)
+    assert torch.all(out[0, 1, 0, 0, :2] == 0)  # no NaN where the far field vanishes
+
+
+@pytest.mark.parametrize(
+    ("rule", "outside"),
+    [("ER", lambda r, y, b: torch.zeros_like(r)), ("HIO", lambda r, y, b: r - b * y),
+     ("RAAR", lambda r, y, b: b * r + (1 - 2 * b) * y)],
+)
+@pytest.mark.parametrize("beta", [0.9, 0.75])
+def test_update_keeps_the_projection_inside_and_the_rule_outside(arrays, rule, outside, beta):
+    field, _, _, rho, inside = arrays
+    expected = torch.where(inside, field, outside(rho, field, beta))
+    out = update_(rho.clone(), field, inside, rule, beta)
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_magnitude_is_the_modulus_of_every_voxel(arrays):
+    _, _, _, rho, _ = arrays
+    out = magnitude_(rho, torch.empty(rho.shape, dtype=torch.float32))
+    torch.testing.assert_close(out, rho.abs(), rtol=1e-6, atol=1e-7)
+
+
+def test_a_strided_tensor_is_refused_before_it_is_written(arrays):
+    field, amp, _, _, _ = arrays
+    with pytest.raises(ValueError, match="contiguous"):
+        modulus_(field.transpose(-1, -2), amp.transpose(-1, -2))
+
+
+@pytest.mark.parametrize(("choice", "device", "expected"), [("eager", "cpu", "eager"), ("auto", "meta", "eager")])
+def test_the_rule_is_fixed_by_choice_and_device(choice, device, expected):
+    assert resolve_kernels(device, choice) == expected
+
+
+@pytest.mark.parametrize(
+    ("choice", "device", "error", "match"),
+    [("fast", "cpu", ValueError, "unknown kernels 'fast'"), ("numba", "meta", ValueError, "runs on the CPU")],
+)
+def test_impossible_choices_are_refused(choice, device, error, match):
+    with pytest.raises(error, match=match):
+        resolve_kernels(device, choice)
+    with pytest.raises(ValueError, match="kernels must be"):
+        PhasingSettings(kernels="fast")
+
+
+def test_iterations_in_several_threads_at_once_equal_those_run_alone():
+    """Dask runs tasks in threads: concurrent parallel kernels must neither abort nor mix."""
+    g = torch.Generator().manual_seed(5)
+    amp = torch.rand((1, 1, 24, 24, 24), generator=g)
+    starts = [torch.randn((1, 2, 24, 24, 24), dtype=torch.complex64, generator=g) for _ in range(3)]
+    sup = torch.zeros((1, 2, 24, 24, 24), dtype=torch.bool)
+    sup[..., :8, :8, :8] = True
+    settings = PhasingSettings(algorithm="10*HIO+5*ER", shrink_wrap=ShrinkWrap(start=0), twin=None, kernels="numba")
+    alone = [iterate(amp, s.clone(), sup.clone(), settings, ndim=3).obj for s in starts]
+    together = [None] * len(starts)
+
+    def run(i):
+        together[i] = iterate(amp, starts[i].clone(), sup.clone(), settings, ndim=3).obj
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(starts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
