@@ -165,6 +165,10 @@ class GaussianBlur:
         Of ``"separable"``: one kernel per axis built by ``torch.compile``
         (all taps of an axis in one pass) instead of a pass per tap; the same
         result to float32 rounding.
+    one_pass : bool
+        Of ``"separable"`` on CPU: one numba pass per axis
+        (:func:`cdiplatform.phasing.cpu_kernels.convolve_axis_`); the same
+        result to float32 rounding. Takes precedence over ``compiled``.
 
     Notes
     -----
@@ -184,6 +188,7 @@ class GaussianBlur:
         device,
         tolerance: float = TAP_TOLERANCE,
         compiled: bool = False,
+        one_pass: bool = False,
     ) -> None:
         if method not in BLUR_METHODS:
             raise ValueError(f"unknown blur method {method!r}; known: {', '.join(BLUR_METHODS)}")
@@ -193,7 +198,8 @@ class GaussianBlur:
         self.method = method
         self.device = torch.device(device)
         self.tolerance = tolerance
-        self.compiled = compiled and method == "separable"
+        self.one_pass = one_pass and method == "separable"
+        self.compiled = compiled and method == "separable" and not self.one_pass
         self.dims = tuple(range(-ndim, 0))
         if method == "fft":
             half = self.shape[:-1] + (self.grid[-1] // 2 + 1,)
@@ -218,6 +224,8 @@ class GaussianBlur:
                 torch.tensor([w for _, w in taps], dtype=torch.float32, device=self.device)
                 for taps in self._taps
             ]
+            self._numpy_taps = [(np.array(offs, dtype=np.int64), w.cpu().numpy())
+                                for offs, w in zip(self._offsets, self._weights)]
         self._sigma = sigma
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -232,8 +240,13 @@ class GaussianBlur:
             _compiled_separable()(x, self._offsets, self._weights, self._spare)
             return self._spare
         src, dst = x, self._spare
-        for axis, taps in zip(self.dims, self._taps):
-            _convolve_axis(src, dst, axis, taps)
+        for axis, taps, (offsets, weights) in zip(self.dims, self._taps, self._numpy_taps):
+            if self.one_pass:
+                from cdiplatform.phasing.cpu_kernels import convolve_axis_
+
+                convolve_axis_(src, dst, axis, offsets, weights)
+            else:
+                _convolve_axis(src, dst, axis, taps)
             src, dst = dst, src
         return src
 

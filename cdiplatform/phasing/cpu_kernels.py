@@ -10,7 +10,9 @@ other threads of a Dask worker go on:
 - :func:`modulus_`: ``F <- A F / |F|`` (0 where ``|F| = 0``), optionally
   only where a pixel was measured;
 - :func:`update_`: ER, HIO or RAAR, ``rho <- inside ? y : ...``;
-- :func:`magnitude_`: ``|rho|`` for shrink-wrap.
+- :func:`magnitude_`: ``|rho|`` for shrink-wrap;
+- :func:`convolve_axis_`: the separable blur of shrink-wrap along one axis,
+  all taps in one pass (eager torch makes one pass per tap).
 
 They take the engine's tensors (CPU, contiguous; complex64 objects, float32
 magnitudes, bool masks) and work in place on zero-copy numpy views. The
@@ -26,9 +28,10 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 
-__all__ = ["UPDATES", "magnitude_", "modulus_", "numba_available", "update_"]
+__all__ = ["UPDATES", "convolve_axis_", "magnitude_", "modulus_", "numba_available", "update_"]
 
 #: the update rules and their code in the kernel
 UPDATES = {"ER": 0, "HIO": 1, "RAAR": 2}
@@ -108,7 +111,40 @@ def _kernels() -> dict:
                 for v in prange(r.shape[2]):
                     out[s, k, v] = np.sqrt(r[s, k, v, 0] * r[s, k, v, 0] + r[s, k, v, 1] * r[s, k, v, 1])
 
-    return {"modulus": modulus, "modulus_measured": modulus_measured, "update": update, "magnitude": magnitude}
+    # the blur's taps: offsets m in [0, n) (a tap m "before" the point), the first one 0
+    @jit
+    def convolve_rows(src, dst, offsets, weights):  # src, dst float32 (B, n): along the contiguous axis
+        n = src.shape[1]
+        for b in prange(src.shape[0]):
+            w = weights[0]
+            for i in range(n):
+                dst[b, i] = w * src[b, i]
+            for t in range(1, offsets.shape[0]):
+                m, w = offsets[t], weights[t]
+                for i in range(m, n):
+                    dst[b, i] += w * src[b, i - m]
+                for i in range(m):
+                    dst[b, i] += w * src[b, i - m + n]
+
+    @jit
+    def convolve_planes(src, dst, offsets, weights):  # src, dst float32 (B, n, C): along axis 1
+        n, c = src.shape[1], src.shape[2]
+        for row in prange(src.shape[0] * n):
+            b = row // n
+            i = row - b * n
+            w = weights[0]
+            for j in range(c):
+                dst[b, i, j] = w * src[b, i, j]
+            for t in range(1, offsets.shape[0]):
+                k = i - offsets[t]
+                if k < 0:
+                    k += n
+                w = weights[t]
+                for j in range(c):
+                    dst[b, i, j] += w * src[b, k, j]
+
+    return {"modulus": modulus, "modulus_measured": modulus_measured, "update": update, "magnitude": magnitude,
+            "convolve_rows": convolve_rows, "convolve_planes": convolve_planes}
 
 
 def _threads() -> None:
@@ -162,3 +198,23 @@ def magnitude_(rho: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     _threads()
     _kernels()["magnitude"](_voxels(rho, 2), _voxels(out, 2, written=True))
     return out
+
+
+def convolve_axis_(src: torch.Tensor, dst: torch.Tensor, axis: int, offsets, weights) -> torch.Tensor:
+    """``dst[i] = sum_t weights[t] src[(i - offsets[t]) mod n]`` along ``axis`` (negative), one pass.
+
+    ``src`` and ``dst`` float32 of one shape, contiguous; ``offsets`` int64 in ``[0, n)``, the first
+    0, and ``weights`` float32: numpy arrays of the taps (:func:`cdiplatform.phasing.blur.gaussian_taps`).
+    """
+    if offsets[0] != 0 or offsets.min() < 0 or offsets.max() >= src.shape[axis]:
+        raise ValueError(f"tap offsets must lie in [0, {src.shape[axis]}) and start with 0, not {offsets.tolist()}")
+    _threads()
+    shape = src.shape
+    n = shape[axis]
+    lead = int(np.prod(shape[:axis]))
+    a, b = _voxels(src, 0), _voxels(dst, 0, written=True)
+    if axis == -1:
+        _kernels()["convolve_rows"](a.reshape(lead, n), b.reshape(lead, n), offsets, weights)
+    else:
+        _kernels()["convolve_planes"](a.reshape(lead, n, -1), b.reshape(lead, n, -1), offsets, weights)
+    return dst

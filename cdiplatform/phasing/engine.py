@@ -215,8 +215,8 @@ def iterate(
         fusing = fused_steps(device)
         fused = fused_kernels()
     one_pass = resolve_kernels(device, settings.kernels) == "numba"
-    if one_pass:  # numba runs these steps; torch.compile keeps the rest (the blur)
-        fusing = tuple(step for step in fusing if step not in ("magnitude", "modulus", "update"))
+    if one_pass:  # numba runs every step torch.compile would fuse
+        fusing = ()
 
     field = torch.empty_like(rho)
     average = torch.zeros_like(rho) if settings.average_last > 0 else None
@@ -232,7 +232,8 @@ def iterate(
         blur_method = resolve_blur(device, grid, sigma=max(sw_iters.values()), method=sw.blur)
         magnitude = torch.empty(rho.shape, dtype=torch.float32, device=device)
         blur = GaussianBlur(
-            rho.shape, ndim=ndim, method=blur_method, device=device, compiled="blur" in fusing
+            rho.shape, ndim=ndim, method=blur_method, device=device, compiled="blur" in fusing,
+            one_pass=one_pass,
         )
 
     ratio = unmeasured = None

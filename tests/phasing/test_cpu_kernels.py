@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from cdiplatform.phasing import PhasingSettings, ShrinkWrap
-from cdiplatform.phasing.cpu_kernels import magnitude_, modulus_, numba_available, update_
+from cdiplatform.phasing.blur import GaussianBlur
+from cdiplatform.phasing.cpu_kernels import convolve_axis_, magnitude_, modulus_, numba_available, update_
 from cdiplatform.phasing.engine import iterate
 from cdiplatform.phasing.kernels import resolve_kernels
 
@@ -59,6 +60,22 @@ def test_magnitude_is_the_modulus_of_every_voxel(arrays):
     _, _, _, rho, _ = arrays
     out = magnitude_(rho, torch.empty(rho.shape, dtype=torch.float32))
     torch.testing.assert_close(out, rho.abs(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(("shape", "ndim"), [((2, 3, 12, 10, 9), 3), ((3, 1, 11, 16), 2), ((1, 1, 5, 40, 7), 3)])
+@pytest.mark.parametrize("sigma", [1.0, 2.5])
+def test_separable_blur_in_one_pass_an_axis_is_the_eager_one(shape, ndim, sigma):
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    kw = {"ndim": ndim, "method": "separable", "device": "cpu"}
+    eager = GaussianBlur(shape, **kw)(x.clone(), sigma)
+    numba = GaussianBlur(shape, **kw, one_pass=True)(x.clone(), sigma)
+    torch.testing.assert_close(numba, eager, rtol=1e-6, atol=1e-7)
+
+
+def test_taps_outside_the_axis_are_refused(arrays):
+    src = torch.rand((2, 8))
+    with pytest.raises(ValueError, match=r"tap offsets must lie in \[0, 8\)"):
+        convolve_axis_(src, torch.empty_like(src), -1, np.array([0, 9]), np.ones(2, dtype=np.float32))
 
 
 def test_a_strided_tensor_is_refused_before_it_is_written(arrays):
