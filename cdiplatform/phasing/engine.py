@@ -51,8 +51,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cdiplatform.phasing.blur import GaussianBlur, gaussian_transfer, resolve_blur
 from cdiplatform.phasing import cpu_kernels
+from cdiplatform.phasing.blur import GaussianBlur, gaussian_transfer, resolve_blur
 from cdiplatform.phasing.kernels import (
     TINY,
     compile_available,
