@@ -37,11 +37,13 @@ __all__ = ["UPDATES", "convolve_axis_", "magnitude_", "modulus_", "numba_availab
 UPDATES = {"ER": 0, "HIO": 1, "RAAR": 2}
 
 _TINY = 1e-30
+#: from this many (scan, start) rows a kernel runs a row a thread, below it splits the voxels of each row
+_MANY_ROWS = 16
 
 
 @functools.lru_cache(maxsize=1)
 def numba_available() -> tuple[bool, str]:
-    """Whether numba and a thread-safe threading layer (OpenMP) load in this process, and why not."""
+    """Whether numba and a thread-safe threading layer (OpenMP or TBB) load in this process, and why not."""
     try:
         import numba
     except ImportError:
@@ -49,7 +51,7 @@ def numba_available() -> tuple[bool, str]:
     if numba.config.THREADING_LAYER in ("default", "workqueue"):  # workqueue aborts on concurrent launches
         numba.config.THREADING_LAYER = "threadsafe"  # OpenMP or TBB, whichever loads
     try:
-        _kernels()["magnitude"](torch.zeros((1, 1, 2, 2)).numpy(), torch.zeros((1, 1, 2)).numpy())
+        _kernels()["magnitude"](np.zeros((2, 2), dtype=np.float32), np.zeros(2, dtype=np.float32))
     except Exception as exc:  # noqa: BLE001 - a missing libgomp or a refused layer, said in one line
         return False, f"numba cannot run parallel kernels here: {type(exc).__name__}: {exc}"
     return True, f"numba {numba.__version__}, threading layer {numba.threading_layer()}"
@@ -58,28 +60,31 @@ def numba_available() -> tuple[bool, str]:
 @functools.lru_cache(maxsize=1)
 def _kernels() -> dict:
     """The numba kernels, compiled at their first call (cached on disk between processes)."""
-    import numpy as np
     from numba import njit, prange
 
     jit = njit(parallel=True, nogil=True, cache=True, boundscheck=False)
 
+    # (scan, start) rows of V voxels: many rows (a 2D batch) run a row a thread, few (a large 3D grid)
+    # split each row's voxels between the threads; either way one parallel region a call
     @jit
-    def modulus(f, a):  # f float32 (S, K, V, 2), a float32 (S, V)
-        for s in range(f.shape[0]):
-            for k in range(f.shape[1]):
-                for v in prange(f.shape[2]):
-                    re, im = f[s, k, v, 0], f[s, k, v, 1]
-                    m2 = re * re + im * im
-                    r = a[s, v] / np.sqrt(m2) if m2 > _TINY else np.float32(0.0)
-                    f[s, k, v, 0] = re * r
-                    f[s, k, v, 1] = im * r
-
-    @jit
-    def modulus_measured(f, a, m):  # m bool (S, V): elsewhere F keeps its value
-        for s in range(f.shape[0]):
-            for k in range(f.shape[1]):
-                for v in prange(f.shape[2]):
-                    if m[s, v]:
+    def modulus(f, a, m, masked):  # f float32 (S, K, V, 2); a float32 and m bool (S, V)
+        k_starts, v_count = f.shape[1], f.shape[2]
+        rows = f.shape[0] * k_starts
+        if rows >= _MANY_ROWS:
+            for row in prange(rows):
+                s, k = row // k_starts, row % k_starts
+                for v in range(v_count):
+                    if not masked or m[s, v]:
+                        re, im = f[s, k, v, 0], f[s, k, v, 1]
+                        m2 = re * re + im * im
+                        r = a[s, v] / np.sqrt(m2) if m2 > _TINY else np.float32(0.0)
+                        f[s, k, v, 0] = re * r
+                        f[s, k, v, 1] = im * r
+        else:
+            for row in range(rows):
+                s, k = row // k_starts, row % k_starts
+                for v in prange(v_count):
+                    if not masked or m[s, v]:
                         re, im = f[s, k, v, 0], f[s, k, v, 1]
                         m2 = re * re + im * im
                         r = a[s, v] / np.sqrt(m2) if m2 > _TINY else np.float32(0.0)
@@ -105,11 +110,9 @@ def _kernels() -> dict:
                 r[i, 1] = b * r[i, 1] + c * y[i, 1]
 
     @jit
-    def magnitude(r, out):  # r float32 (S, K, V, 2), out float32 (S, K, V)
-        for s in range(r.shape[0]):
-            for k in range(r.shape[1]):
-                for v in prange(r.shape[2]):
-                    out[s, k, v] = np.sqrt(r[s, k, v, 0] * r[s, k, v, 0] + r[s, k, v, 1] * r[s, k, v, 1])
+    def magnitude(r, out):  # r float32 (N, 2), out float32 (N,)
+        for i in prange(out.shape[0]):
+            out[i] = np.sqrt(r[i, 0] * r[i, 0] + r[i, 1] * r[i, 1])
 
     # the blur's taps: offsets m in [0, n) (a tap m "before" the point), the first one 0
     @jit
@@ -143,7 +146,7 @@ def _kernels() -> dict:
                 for j in range(c):
                     dst[b, i, j] += w * src[b, k, j]
 
-    return {"modulus": modulus, "modulus_measured": modulus_measured, "update": update, "magnitude": magnitude,
+    return {"modulus": modulus, "update": update, "magnitude": magnitude,
             "convolve_rows": convolve_rows, "convolve_planes": convolve_planes}
 
 
@@ -175,10 +178,8 @@ def modulus_(field: torch.Tensor, amplitude: torch.Tensor, measured: torch.Tenso
     """
     _threads()
     f, a = _voxels(field, 2, written=True), _voxels(amplitude, 1)
-    if measured is None:
-        _kernels()["modulus"](f, a)
-    else:
-        _kernels()["modulus_measured"](f, a, _voxels(measured, 1))
+    m = np.ones((a.shape[0], 1), dtype=np.bool_) if measured is None else _voxels(measured, 1)
+    _kernels()["modulus"](f, a, m, measured is not None)
     return field
 
 
@@ -196,7 +197,7 @@ def update_(rho: torch.Tensor, field: torch.Tensor, inside: torch.Tensor, rule: 
 def magnitude_(rho: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``|rho|`` into ``out`` (float32, the shape of ``rho``), one pass."""
     _threads()
-    _kernels()["magnitude"](_voxels(rho, 2), _voxels(out, 2, written=True))
+    _kernels()["magnitude"](_voxels(rho, 0), _voxels(out, 0, written=True))
     return out
 
 
