@@ -12,7 +12,6 @@ from cdiplatform.phasing.cpu_kernels import convolve_axis_, magnitude_, modulus_
 from cdiplatform.phasing.engine import iterate
 from cdiplatform.phasing.kernels import resolve_kernels
 
-
 ZEROS = (0, 1, 0, slice(0, 2))  # where the far field is 0
 
 
