@@ -144,7 +144,9 @@ class PhasingSettings:
         (:mod:`cdiplatform.phasing.kernels`) instead of eager in-place
         passes; the same results to float32 rounding. Off by default: the
         first run of a process on a new grid spends seconds compiling, and it
-        needs a compiler (a C++ compiler on CPU, Triton on CUDA).
+        needs a compiler (a C++ compiler on CPU, Triton on CUDA). Where the
+        numba kernels run (``kernels``), they take every step's place and
+        nothing is compiled.
     kernels : {"auto", "eager", "numba"}
         How the modulus projection, the update and shrink-wrap's magnitude
         run: ``"numba"``, one parallel pass each on the CPU

@@ -8,7 +8,9 @@ and writes per scan:
 - ``amplitude`` (normalized to a maximum of 1), ``phase`` (radians, weighted
   mean phase 0), ``support`` (uint8) on the collection's grid;
 - ``chi`` (reciprocal-space error, :func:`cdiplatform.physics.metrics.chi_square`),
-  ``llk`` (Poisson deviance per pixel), ``iterations``;
+  ``llk`` (Poisson deviance per pixel), ``iterations``; ``blur`` and
+  ``kernels``, how the shrink-wrap blurred and how the elementwise steps ran
+  (rules of device, grid and install, kept with the run);
 - where the collection is finer than the model grid (a zero-padded
   collection: attribute ``model_grid``, or the parameter ``model_size``):
   ``amplitude_model`` and ``phase_model`` on dims ``y_model, x_model``
