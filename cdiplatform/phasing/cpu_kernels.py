@@ -64,6 +64,14 @@ def _kernels() -> dict:
 
     jit = njit(parallel=True, nogil=True, cache=True, boundscheck=False)
 
+    @njit(inline="always")
+    def project(f, a, s, k, v):  # one voxel of the modulus projection
+        re, im = f[s, k, v, 0], f[s, k, v, 1]
+        m2 = re * re + im * im
+        r = a[s, v] / np.sqrt(m2) if m2 > _TINY else np.float32(0.0)
+        f[s, k, v, 0] = re * r
+        f[s, k, v, 1] = im * r
+
     # (scan, start) rows of V voxels: many rows (a 2D batch) run a row a thread, few (a large 3D grid)
     # split each row's voxels between the threads; either way one parallel region a call
     @jit
@@ -75,21 +83,13 @@ def _kernels() -> dict:
                 s, k = row // k_starts, row % k_starts
                 for v in range(v_count):
                     if not masked or m[s, v]:
-                        re, im = f[s, k, v, 0], f[s, k, v, 1]
-                        m2 = re * re + im * im
-                        r = a[s, v] / np.sqrt(m2) if m2 > _TINY else np.float32(0.0)
-                        f[s, k, v, 0] = re * r
-                        f[s, k, v, 1] = im * r
+                        project(f, a, s, k, v)
         else:
             for row in range(rows):
                 s, k = row // k_starts, row % k_starts
                 for v in prange(v_count):
                     if not masked or m[s, v]:
-                        re, im = f[s, k, v, 0], f[s, k, v, 1]
-                        m2 = re * re + im * im
-                        r = a[s, v] / np.sqrt(m2) if m2 > _TINY else np.float32(0.0)
-                        f[s, k, v, 0] = re * r
-                        f[s, k, v, 1] = im * r
+                        project(f, a, s, k, v)
 
     @jit
     def update(r, y, inside, rule, beta):  # r, y float32 (N, 2), inside bool (N,)
