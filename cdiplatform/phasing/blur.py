@@ -32,6 +32,8 @@ import math
 import numpy as np
 import torch
 
+from cdiplatform.phasing.cpu_kernels import convolve_axis_
+
 __all__ = [
     "BLUR_METHODS",
     "TAP_TOLERANCE",
@@ -242,8 +244,6 @@ class GaussianBlur:
         src, dst = x, self._spare
         for axis, taps, (offsets, weights) in zip(self.dims, self._taps, self._numpy_taps):
             if self.one_pass:
-                from cdiplatform.phasing.cpu_kernels import convolve_axis_
-
                 convolve_axis_(src, dst, axis, offsets, weights)
             else:
                 _convolve_axis(src, dst, axis, taps)

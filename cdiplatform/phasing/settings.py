@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from cdiplatform.phasing.algorithm import AlgorithmSequence, parse_algorithm
 from cdiplatform.phasing.blur import BLUR_METHODS
+from cdiplatform.phasing.kernels import KERNELS
 
 __all__ = ["ShrinkWrap", "TwinRemoval", "PhasingSettings"]
 
@@ -175,8 +176,8 @@ class PhasingSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algorithm", parse_algorithm(self.algorithm))
-        if self.kernels not in ("auto", "eager", "numba"):
-            raise ValueError(f"kernels must be 'auto', 'eager' or 'numba', not {self.kernels!r}")
+        if self.kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, not {self.kernels!r}")
         if not 0.0 < self.beta <= 1.0:
             raise ValueError(f"beta must be in (0, 1], not {self.beta}")
         if self.initial_support not in ("box", "autocorrelation"):
