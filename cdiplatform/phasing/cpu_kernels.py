@@ -51,7 +51,7 @@ def numba_available() -> tuple[bool, str]:
     if numba.config.THREADING_LAYER in ("default", "workqueue"):  # workqueue aborts on concurrent launches
         numba.config.THREADING_LAYER = "threadsafe"  # OpenMP or TBB, whichever loads
     try:
-        _kernels()["magnitude"](np.zeros((2, 2), dtype=np.float32), np.zeros(2, dtype=np.float32))
+        _kernels()["magnitude"](np.zeros(2, dtype=np.complex64), np.zeros(2, dtype=np.float32))
     except Exception as exc:  # noqa: BLE001 - a missing libgomp or a refused layer, said in one line
         return False, f"numba cannot run parallel kernels here: {type(exc).__name__}: {exc}"
     return True, f"numba {numba.__version__}, threading layer {numba.threading_layer()}"
@@ -59,92 +59,100 @@ def numba_available() -> tuple[bool, str]:
 
 @functools.lru_cache(maxsize=1)
 def _kernels() -> dict:
-    """The numba kernels, compiled at their first call (cached on disk between processes)."""
+    """The numba kernels, compiled at their first call (cached on disk between processes).
+
+    Complex operands come as complex64 arrays, not as (re, im) pairs of floats: only then does LLVM
+    vectorize the loops (about 6 times faster here). Shifted indices are unsigned, so that numba
+    adds no negative-index wraparound to them, which also keeps the loops vectorized.
+    """
     from numba import njit, prange
 
     jit = njit(parallel=True, nogil=True, cache=True, boundscheck=False)
 
     @njit(inline="always")
-    def project(f, a, s, k, v):  # one voxel of the modulus projection
-        re, im = f[s, k, v, 0], f[s, k, v, 1]
-        m2 = re * re + im * im
-        r = a[s, v] / np.sqrt(m2) if m2 > _TINY else np.float32(0.0)
-        f[s, k, v, 0] = re * r
-        f[s, k, v, 1] = im * r
+    def project(z, a):  # one voxel of the modulus projection: a z / |z|, 0 where z = 0
+        m2 = z.real * z.real + z.imag * z.imag
+        return z * (a / np.sqrt(m2) if m2 > _TINY else np.float32(0.0))
 
     # (scan, start) rows of V voxels: many rows (a 2D batch) run a row a thread, few (a large 3D grid)
     # split each row's voxels between the threads; either way one parallel region a call
     @jit
-    def modulus(f, a, m, masked):  # f float32 (S, K, V, 2); a float32 and m bool (S, V)
+    def modulus(f, a, m, masked):  # f complex64 (S, K, V); a float32 and m bool (S, V)
         k_starts, v_count = f.shape[1], f.shape[2]
         rows = f.shape[0] * k_starts
         if rows >= _MANY_ROWS:
             for row in prange(rows):
                 s, k = row // k_starts, row % k_starts
+                fr, ar, mr = f[s, k], a[s], m[s]
                 for v in range(v_count):
-                    if not masked or m[s, v]:
-                        project(f, a, s, k, v)
+                    z = fr[v]
+                    fr[v] = project(z, ar[v]) if not masked or mr[v] else z
         else:
             for row in range(rows):
                 s, k = row // k_starts, row % k_starts
+                fr, ar, mr = f[s, k], a[s], m[s]
                 for v in prange(v_count):
-                    if not masked or m[s, v]:
-                        project(f, a, s, k, v)
+                    z = fr[v]
+                    fr[v] = project(z, ar[v]) if not masked or mr[v] else z
 
     @jit
-    def update(r, y, inside, rule, beta):  # r, y float32 (N, 2), inside bool (N,)
+    def update(r, y, inside, rule, beta):  # r, y complex64 (N,), inside bool (N,)
         b = np.float32(beta)
         c = np.float32(1.0 - 2.0 * beta)
-        for i in prange(inside.shape[0]):
-            if inside[i]:
-                r[i, 0] = y[i, 0]
-                r[i, 1] = y[i, 1]
-            elif rule == 0:
-                r[i, 0] = 0.0
-                r[i, 1] = 0.0
-            elif rule == 1:
-                r[i, 0] = r[i, 0] - b * y[i, 0]
-                r[i, 1] = r[i, 1] - b * y[i, 1]
-            else:
-                r[i, 0] = b * r[i, 0] + c * y[i, 0]
-                r[i, 1] = b * r[i, 1] + c * y[i, 1]
+        if rule == 0:
+            for i in prange(inside.shape[0]):
+                r[i] = y[i] if inside[i] else np.complex64(0.0)
+        elif rule == 1:
+            for i in prange(inside.shape[0]):
+                yi = y[i]
+                r[i] = yi if inside[i] else r[i] - b * yi
+        else:
+            for i in prange(inside.shape[0]):
+                yi = y[i]
+                r[i] = yi if inside[i] else b * r[i] + c * yi
 
     @jit
-    def magnitude(r, out):  # r float32 (N, 2), out float32 (N,)
+    def magnitude(r, out):  # r complex64 (N,), out float32 (N,)
         for i in prange(out.shape[0]):
-            out[i] = np.sqrt(r[i, 0] * r[i, 0] + r[i, 1] * r[i, 1])
+            z = r[i]
+            out[i] = np.sqrt(z.real * z.real + z.imag * z.imag)
 
     # the blur's taps: offsets m in [0, n) (a tap m "before" the point), the first one 0
     @jit
     def convolve_rows(src, dst, offsets, weights):  # src, dst float32 (B, n): along the contiguous axis
         n = src.shape[1]
         for b in prange(src.shape[0]):
+            s, d = src[b], dst[b]
             w = weights[0]
             for i in range(n):
-                dst[b, i] = w * src[b, i]
+                d[i] = w * s[i]
             for t in range(1, offsets.shape[0]):
-                m, w = offsets[t], weights[t]
-                for i in range(m, n):
-                    dst[b, i] += w * src[b, i - m]
+                m, w = np.uint64(offsets[t]), weights[t]
+                rest = np.uint64(n) - m
+                for i in range(rest):
+                    d[np.uint64(i) + m] += w * s[i]
                 for i in range(m):
-                    dst[b, i] += w * src[b, i - m + n]
+                    d[i] += w * s[np.uint64(i) + rest]
 
     @jit
     def convolve_planes(src, dst, offsets, weights):  # src, dst float32 (B, n, C): along axis 1
-        n, c = src.shape[1], src.shape[2]
+        n = src.shape[1]
         for row in prange(src.shape[0] * n):
             b = row // n
             i = row - b * n
+            d = dst[b, i]
+            s = src[b, i]
             w = weights[0]
-            for j in range(c):
-                dst[b, i, j] = w * src[b, i, j]
+            for j in range(d.shape[0]):
+                d[j] = w * s[j]
             for t in range(1, offsets.shape[0]):
                 k = i - offsets[t]
                 if k < 0:
                     k += n
+                s = src[b, k]
                 w = weights[t]
-                for j in range(c):
-                    dst[b, i, j] += w * src[b, k, j]
+                for j in range(d.shape[0]):
+                    d[j] += w * s[j]
 
     return {"modulus": modulus, "update": update, "magnitude": magnitude,
             "convolve_rows": convolve_rows, "convolve_planes": convolve_planes}
@@ -157,12 +165,9 @@ def _threads() -> None:
 
 
 def _voxels(t: torch.Tensor, lead: int, *, written: bool = False):
-    """A numpy view of a CPU tensor as ``(leading dims, voxels[, 2])`` (a copy of a strided operand read only)."""
+    """A numpy view of a CPU tensor as ``(leading dims, voxels)`` (a copy of a strided operand read only)."""
     if written and not t.is_contiguous():
         raise ValueError(f"the numba kernels write in place and need a contiguous tensor, not strides {t.stride()}")
-    if t.is_complex():
-        t = torch.view_as_real(t)
-        return t.numpy().reshape(*t.shape[:lead], -1, 2)
     return t.numpy().reshape(*t.shape[:lead], -1)
 
 

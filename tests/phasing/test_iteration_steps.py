@@ -82,8 +82,10 @@ def test_in_place_steps_are_the_textbook_iteration(batch, kw, masked, kernels):
     assert torch.equal(out.support, ref_sup)
     scale = float(ref_rho.abs().max())
     np.testing.assert_allclose(
-        out.obj.numpy(), ref_rho.numpy(), rtol=0, atol=1e-4 * scale
-    )  # float32 rounding, grown over 16 iterations
+        out.obj.numpy(), ref_rho.numpy(), rtol=0, atol=5e-4 * scale
+    )  # float32 rounding grown over 16 iterations: the numba phase factor a / sqrt(re^2 + im^2) and
+    # torch's sgn differ by an ulp, which HIO amplifies (past 1e-4 of the peak on an AVX-512 machine); a
+    # wrong step differs by the order of the peak
     assert out.compiled == () and out.kernels == kernels
 
 
