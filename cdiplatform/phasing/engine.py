@@ -2,8 +2,9 @@
 
 Internally every array lives in the *unshifted* FFT layout (zero frequency and
 object centre at index 0), so an iteration is a bare ``fftn``/``ifftn`` pair
-with no ``fftshift`` copies; the data are shifted once on the way in and the
-result once on the way out. All buffers are allocated once, on the device of
+with no ``fftshift`` copies (:func:`~cdiplatform.phasing.transforms.unitary_fftn_`,
+in calls whose temporaries the allocator reuses); the data are shifted once
+on the way in and the result once on the way out. All buffers are allocated once, on the device of
 the data, and the iteration updates them in place. The transforms are
 unitary (``norm="ortho"``), so the object comes out on the platform's scale
 (:mod:`cdiplatform.physics.fft`).
@@ -62,6 +63,7 @@ from cdiplatform.phasing.kernels import (
     resolve_kernels,
 )
 from cdiplatform.phasing.settings import PhasingSettings
+from cdiplatform.phasing.transforms import unitary_fftn_
 
 __all__ = ["IterationResult", "gaussian_transfer", "iterate", "time_to_error"]
 
@@ -275,7 +277,7 @@ def iterate(
                 torch.ge(blurred, peak.mul_(sw.threshold), out=support)
 
             # -- modulus projection in reciprocal space
-            torch.fft.fftn(rho, dim=dims, norm="ortho", out=field)
+            unitary_fftn_(rho, field, ndim=ndim)
             if record and (it % record == 0 or it == n_iter - 1):
                 _synchronize(device)
                 t_record = time.perf_counter()
@@ -298,7 +300,7 @@ def iterate(
                 torch.div(amplitude, ratio, out=ratio)
                 ratio.masked_fill_(unmeasured, 1.0)
                 field_r.mul_(ratio_r)
-            torch.fft.ifftn(field, dim=dims, norm="ortho", out=field)  # field now holds P_M rho
+            unitary_fftn_(field, field, ndim=ndim, inverse=True)  # field now holds P_M rho
 
             # -- real-space update
             inside = support
@@ -332,7 +334,7 @@ def iterate(
             it += 1
 
     obj = rho if average is None else average.div_(settings.average_last)
-    torch.fft.fftn(obj, dim=dims, norm="ortho", out=field)
+    unitary_fftn_(obj, field, ndim=ndim)
     error = fourier_error(field, amplitude, measured, ndim)
     return IterationResult(
         obj=obj, support=support, error=error, history=history, blur=blur_method, compiled=fusing,

@@ -1,13 +1,16 @@
 """Cost of one phase-retrieval iteration against the FFT pair it needs, and peak memory.
 
     python tests/benchmarks/bench_phasing_iteration.py [--threads 2] [--rounds 12] [--cases 64,128,scan54]
-                                                       [--iterations 3] [--compile] [--no-memory]
+                                                       [--iterations 10] [--compile] [--no-memory]
 
 For each case (64^3 with 16 in a batch, 128^3 with 2, the scan-54 grid
 (256, 256, 210) with 1), on the same arrays in the same run, in *rounds*:
 each round times, one after the other,
 
-- the floor: ``fftn`` + ``ifftn`` (complex64, unitary, preallocated output);
+- the floor: the engine's ``fftn`` + ``ifftn`` pair (complex64, unitary,
+  into a preallocated buffer, :func:`~cdiplatform.phasing.transforms.unitary_fftn_`),
+  and beside it, for reference, the same pair as single torch calls (which
+  fault a fresh temporary in on every call from 32 MiB up);
 - a plain HIO iteration of the engine (target <= 1.1x the pair);
 - an HIO iteration with Gaussian shrink-wrap at every iteration (sigma 1),
   once with each blur (``fft``, ``separable``; target <= 1.5x the pair for
@@ -43,6 +46,7 @@ import torch
 
 from cdiplatform.phasing import PhasingSettings, ShrinkWrap, resolve_blur
 from cdiplatform.phasing.engine import iterate
+from cdiplatform.phasing.transforms import unitary_fftn_
 
 CASES = {"64": ((64, 64, 64), 16), "128": ((128, 128, 128), 2), "scan54": ((256, 256, 210), 1)}
 
@@ -63,14 +67,19 @@ def make_data(grid, batch, *, seed=0, device="cpu"):
     return amp, rho, sup
 
 
-def fft_pair_seconds(rho, buf, n):
-    """Seconds of one unitary ``fftn`` + ``ifftn`` pair of ``rho`` into ``buf`` (mean of ``n``)."""
+def fft_pair_seconds(rho, buf, n, *, single_calls=False):
+    """Seconds of one unitary ``fftn`` + ``ifftn`` pair of ``rho`` into ``buf`` (mean of ``n``): the
+    engine's transforms, or with ``single_calls`` one torch call each."""
     dims = (-3, -2, -1)
     sync(rho.device)
     t0 = time.perf_counter()
     for _ in range(n):
-        torch.fft.fftn(rho, dim=dims, norm="ortho", out=buf)
-        torch.fft.ifftn(buf, dim=dims, norm="ortho", out=buf)
+        if single_calls:
+            torch.fft.fftn(rho, dim=dims, norm="ortho", out=buf)
+            torch.fft.ifftn(buf, dim=dims, norm="ortho", out=buf)
+        else:
+            unitary_fftn_(rho, buf, ndim=3)
+            unitary_fftn_(buf, buf, ndim=3, inverse=True)
     sync(rho.device)
     return (time.perf_counter() - t0) / n
 
@@ -159,8 +168,9 @@ def measure_case(grid, batch, *, rounds: int, n: int, compile_: bool) -> dict:
     fft_pair_seconds(rho, buf, 2)  # plans
     for shrink, comp in variants.values():
         iteration_seconds(amp, rho, sup, shrink, 1, comp)  # warm-up
-    pair, ratios = [], {k: [] for k in variants}
+    pair, single, ratios = [], [], {k: [] for k in variants}
     for _ in range(rounds):
+        single.append(fft_pair_seconds(rho, buf, n, single_calls=True))
         p = fft_pair_seconds(rho, buf, n)
         pair.append(p)
         for name, (shrink, comp) in variants.items():
@@ -177,14 +187,15 @@ def measure_case(grid, batch, *, rounds: int, n: int, compile_: bool) -> dict:
             "halves": (float(first), float(second)),
             "halves_differ": float(abs(first - second) / max(np.median(r), 1e-12)),
         }
-    return {"pair_ms": float(np.median(pair)) * 1e3, "ratios": stats}
+    return {"pair_ms": float(np.median(pair)) * 1e3, "single_calls_ms": float(np.median(single)) * 1e3,
+            "ratios": stats}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=12)
-    ap.add_argument("--iterations", type=int, default=3, help="n: iterations timed per measurement")
+    ap.add_argument("--iterations", type=int, default=10, help="n: iterations timed per measurement")
     ap.add_argument("--cases", default="64,128,scan54")
     ap.add_argument("--compile", action="store_true", help="also time the fused (torch.compile) steps")
     ap.add_argument("--no-memory", action="store_true")
@@ -200,7 +211,8 @@ def main() -> None:
         )
         rule = resolve_blur("cpu", grid)
         name = f"{'x'.join(map(str, grid))} x {batch}"
-        print(f"\n{name}: FFT pair {results[case]['pair_ms']:.1f} ms (median); the rule's blur: {rule}")
+        print(f"\n{name}: FFT pair {results[case]['pair_ms']:.1f} ms (median; as single torch calls"
+              f" {results[case]['single_calls_ms']:.1f} ms); the rule's blur: {rule}")
         print(f"{'variant':>18} {'x pair':>7} {'IQR':>13} {'halves':>13} {'differ':>7}")
         for variant, st in results[case]["ratios"].items():
             mark = "*" if variant.endswith(rule) else " "

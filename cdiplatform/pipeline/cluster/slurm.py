@@ -11,7 +11,7 @@ from cdiplatform.pipeline.cluster.address import dashboard_link
 from cdiplatform.pipeline.cluster.handle import ClusterHandle
 from cdiplatform.pipeline.cluster.resources import declare_resources
 from cdiplatform.pipeline.cluster.slurm_config import SlurmFile, read_slurm_file
-from cdiplatform.pipeline.cluster.threads import PLUGIN_NAME, THREAD_ENV_VARS, ThreadLimits
+from cdiplatform.pipeline.cluster.threads import ALLOCATOR_ENV, PLUGIN_NAME, THREAD_ENV_VARS, ThreadLimits
 
 __all__ = ["DEFAULT_SLURM_CONFIG", "connect_slurm", "slurm_pools"]
 
@@ -70,9 +70,9 @@ def slurm_pools(paths: list[str] | None, *, jobs: int | None = None,
         processes = int(setting("processes") or 1)
         share = max(1, int(cores) // processes)
         prologue = list(setting("job-script-prologue") or [])
-        for var in THREAD_ENV_VARS:
+        for var, value in [*((v, share) for v in THREAD_ENV_VARS), *ALLOCATOR_ENV.items()]:
             if not any(line.lstrip().startswith(f"export {var}=") for line in prologue):
-                prologue.append(f"export {var}={share}")
+                prologue.append(f"export {var}={value}")
         kwargs["job_script_prologue"] = prologue
         for key in _CLUSTER_KEYS:
             value = kwargs.pop(key, None)
