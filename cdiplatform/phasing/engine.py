@@ -4,8 +4,8 @@ Internally every array lives in the *unshifted* FFT layout (zero frequency and
 object centre at index 0), so an iteration is a bare ``fftn``/``ifftn`` pair
 with no ``fftshift`` copies (:func:`~cdiplatform.phasing.transforms.unitary_fftn_`,
 in calls whose temporaries the allocator reuses); the data are shifted once
-on the way in and the result once on the way out. All buffers are allocated once, on the device of
-the data, and the iteration updates them in place. The transforms are
+on the way in and the result once on the way out. All buffers are allocated
+once, on the device of the data, and the iteration updates them in place. The transforms are
 unitary (``norm="ortho"``), so the object comes out on the platform's scale
 (:mod:`cdiplatform.physics.fft`).
 

@@ -20,6 +20,8 @@ transform is one call.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["CALL_BYTES", "unitary_fftn_"]
@@ -49,11 +51,11 @@ def unitary_fftn_(src: torch.Tensor, out: torch.Tensor, *, ndim: int, inverse: b
     """
     transform = torch.fft.ifftn if inverse else torch.fft.fftn
     dims = tuple(range(-ndim, 0))
-    row_bytes = src[(0,) * (src.dim() - ndim)].numel() * src.element_size() if src.dim() > ndim else 0
-    total = src.numel() * src.element_size()
-    if src.device.type != "cpu" or total <= CALL_BYTES or row_bytes == 0 or row_bytes >= total:
-        return transform(src, dim=dims, norm="ortho", out=out)
     grid = src.shape[-ndim:]
+    row_bytes = math.prod(grid) * src.element_size()
+    rows = src.numel() * src.element_size() // row_bytes
+    if src.device.type != "cpu" or rows == 1 or rows * row_bytes <= CALL_BYTES:
+        return transform(src, dim=dims, norm="ortho", out=out)
     rows_in, rows_out = src.reshape(-1, *grid), out.view(-1, *grid)
     step = max(1, CALL_BYTES // row_bytes)
     for i in range(0, rows_in.shape[0], step):

@@ -17,6 +17,8 @@
   when missing and root), for tests of HTML output;
 - :mod:`cdiplatform.testing.report_catalog` writes a small catalog in the layouts the
   report reads (benchmark, results, post-processing, collection).
+- :mod:`cdiplatform.testing.page_faults`: the page faults of the engine's FFT pair, to see
+  whether a process reuses freed temporaries.
 """
 
 from cdiplatform.testing.require import in_ci, require

@@ -1,12 +1,11 @@
 """The iteration's transforms in calls of bounded size: the same result as one call, and memory reused."""
 
-import resource
-
 import pytest
 import torch
 
 from cdiplatform.phasing import transforms
 from cdiplatform.phasing.transforms import unitary_fftn_
+from cdiplatform.testing.page_faults import fft_pair_page_faults
 
 
 @pytest.mark.parametrize("inverse", [False, True])
@@ -28,23 +27,8 @@ def test_calls_of_bounded_size_give_the_transform_of_one_call(monkeypatch, shape
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-7)
 
 
-def minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
 def test_a_batch_of_32_mib_is_transformed_without_faulting_its_temporaries_in_again():
     """A pair of 16 x 64^3 (32 MiB) in one torch call maps a fresh temporary each time; in bounded
     calls glibc hands back the same memory, so the steady state hardly faults."""
-    x = torch.randn((16, 1, 64, 64, 64), dtype=torch.complex64)
-    out = torch.empty_like(x)
-    pages = x.numel() * x.element_size() // resource.getpagesize()
-
-    def pair():
-        unitary_fftn_(x, out, ndim=3)
-        unitary_fftn_(out, out, ndim=3, inverse=True)
-
-    pair()
-    before = minor_faults()
-    for _ in range(3):
-        pair()
-    assert (minor_faults() - before) / 3 < pages / 10
+    faults, pages = fft_pair_page_faults((16, 1, 64, 64, 64))
+    assert faults < pages / 10

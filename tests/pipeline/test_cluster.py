@@ -32,6 +32,7 @@ from cdiplatform.pipeline.cluster.resources import declare_resources
 from cdiplatform.pipeline.cluster.slurm import slurm_pools
 from cdiplatform.pipeline.cluster.threads import ALLOCATOR_ENV
 from cdiplatform.testing import require
+from cdiplatform.testing.page_faults import fft_pair_page_faults
 from cdiplatform.testing.slurm import gres_conf, slurm_conf
 
 CORES = len(os.sched_getaffinity(0))
@@ -61,33 +62,11 @@ def test_local_two_workers_share_the_cores(local_client):
     _check_thread_share(local_client, workers=2)
 
 
-def _page_faults_of_an_fft_pair(shape) -> tuple[float, int]:
-    """In a worker: minor page faults of the engine's FFT pair on ``shape`` (steady state), and the array's pages."""
-    import resource
-
-    import torch
-
-    from cdiplatform.phasing.transforms import unitary_fftn_
-
-    x = torch.randn(shape, dtype=torch.complex64)
-    out = torch.empty_like(x)
-
-    def pair():
-        unitary_fftn_(x, out, ndim=3)
-        unitary_fftn_(out, out, ndim=3, inverse=True)
-
-    pair()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(3):
-        pair()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3, x.numel() * 8 // resource.getpagesize()
-
-
 @pytest.mark.parametrize("shape", [(4, 4, 64, 64, 64), (1, 2, 128, 128, 128)])
 def test_local_workers_reuse_the_memory_of_fft_temporaries(local_client, shape):
     """With distributed's MALLOC_TRIM_THRESHOLD_=65536 every pair faulted its temporaries in again
     (16,388 faults for 8,192 pages); the workers' allocator settings keep them."""
-    faults, pages = local_client.submit(_page_faults_of_an_fft_pair, shape, pure=False).result()
+    faults, pages = local_client.submit(fft_pair_page_faults, shape, pure=False).result()
     assert faults < pages / 10
 
 

@@ -122,9 +122,9 @@ class ThreadEnvNanny(Nanny):
 
     def __init__(self, *args: Any, core_share: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        share = {var: str(core_share) for var in THREAD_ENV_VARS}
-        self.pre_spawn_env.update({**share, **ALLOCATOR_ENV})  # glibc reads these when the process starts
-        self.env.update({**share, **ALLOCATOR_ENV})
+        env = {**{var: str(core_share) for var in THREAD_ENV_VARS}, **ALLOCATOR_ENV}
+        self.pre_spawn_env.update(env)  # glibc reads its variables when the process starts
+        self.env.update(env)
 
 
 def cores() -> int:
