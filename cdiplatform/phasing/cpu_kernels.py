@@ -50,10 +50,16 @@ def numba_available() -> tuple[bool, str]:
         return False, "numba is not installed"
     if numba.config.THREADING_LAYER in ("default", "workqueue"):  # workqueue aborts on concurrent launches
         numba.config.THREADING_LAYER = "threadsafe"  # OpenMP or TBB, whichever loads
+    # numba's OpenMP layer starts its pool with omp_set_num_threads(NUMBA_NUM_THREADS, default: every
+    # core) in the calling thread, and torch's OpenMP is the same library: a Dask worker's task thread
+    # then computed torch on every core, two workers of one core each on four threads of two cores
+    threads = torch.get_num_threads()
     try:
         _kernels()["magnitude"](np.zeros(2, dtype=np.complex64), np.zeros(2, dtype=np.float32))
     except Exception as exc:  # noqa: BLE001 - a missing libgomp or a refused layer, said in one line
         return False, f"numba cannot run parallel kernels here: {type(exc).__name__}: {exc}"
+    finally:
+        torch.set_num_threads(threads)
     return True, f"numba {numba.__version__}, threading layer {numba.threading_layer()}"
 
 

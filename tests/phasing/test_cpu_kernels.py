@@ -1,5 +1,8 @@
 """The numba kernels of one pass each against torch's eager formulas, and the rule that picks them."""
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -35,6 +38,26 @@ def test_numba_loads_here():
     ok, why = numba_available()
     assert ok, why
     assert resolve_kernels("cpu") == "numba"
+
+
+def test_starting_numba_keeps_the_callers_torch_threads():
+    # numba's OpenMP pool starts with omp_set_num_threads(every core) in the thread that first runs a
+    # kernel, and torch shares that OpenMP: a Dask worker of one core went on computing on every core
+    code = (
+        "import threading, torch\n"
+        "from cdiplatform.phasing.cpu_kernels import numba_available\n"
+        "seen = []\n"
+        "def task():\n"
+        "    torch.set_num_threads(1)\n"
+        "    torch.get_num_threads()\n"  # the thread's first torch call takes the count (once a thread)
+        "    numba_available()\n"
+        "    seen.append(torch.get_num_threads())\n"
+        "t = threading.Thread(target=task); t.start(); t.join()\n"
+        "print(seen[0])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"} | {"NUMBA_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
 
 
 @pytest.mark.parametrize("masked", [False, True])

@@ -146,6 +146,32 @@ def test_one_worker_computes_on_its_share_of_the_cores_unless_told(compute_threa
     assert threads == {cores() if expected == "share" else expected}
 
 
+def _phase_with_numba_kernels() -> int:
+    import numpy as np
+    import torch
+
+    from cdiplatform.phasing import PhasingSettings, phase_retrieval
+
+    torch.get_num_threads()  # a task thread that computed with torch before (its count taken once)
+    amplitude = np.random.default_rng(0).random((1, 8, 8, 8), dtype=np.float32)
+    phase_retrieval(amplitude, ndim=3, settings=PhasingSettings(algorithm="2*HIO", kernels="numba"), seed=0)
+    return torch.get_num_threads()
+
+
+@pytest.mark.skipif(CORES < 2, reason="numba's pool is as large as the worker's share on one core")
+def test_numba_kernels_leave_each_worker_on_its_share_of_the_cores():
+    # bench_beamtime's 2 workers of 1 thread each computed on 2 threads each (8x slower on 2 cores)
+    # once a task had started numba's OpenMP pool: it set torch's thread count to every core
+    with connect("local", workers=2, compute_threads=1, dashboard=False) as handle:
+        client = handle.client
+        addresses = list(client.scheduler_info()["workers"])
+        seen = client.gather([client.submit(_phase_with_numba_kernels, workers=[a], pure=False) for a in addresses])
+        report = thread_report(client)
+    assert seen == [1, 1]
+    assert {e["torch"] for e in report.values()} == {1}
+    assert {e["omp"] for e in report.values()} == {"1"}
+
+
 def test_compute_threads_is_refused_for_an_address():
     with pytest.raises(ClusterConfigError, match="compute_threads is for local clusters"):
         connect("tcp://127.0.0.1:1", compute_threads=1)

@@ -21,13 +21,14 @@ __all__ = [
     "thread_report",
 ]
 
-#: Environment variables that size the thread pools of OpenMP, BLAS and friends.
+#: Environment variables that size the thread pools of OpenMP, BLAS, numba and friends.
 THREAD_ENV_VARS = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
     "NUMEXPR_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS",
+    "NUMBA_NUM_THREADS",
 )
 
 PLUGIN_NAME = "cdip-thread-limits"
