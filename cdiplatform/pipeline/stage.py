@@ -47,6 +47,8 @@ import numpy as np
 from cdiplatform.catalog import Var
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     import xarray as xr
 
 __all__ = ["ChunkResult", "Input", "Plan", "SetStage", "Stage", "TaskContext", "TaskStage", "Var", "config_field",
@@ -262,6 +264,11 @@ class TaskContext:
         Replaces the output node atomically (checkpoints, the final node).
     resume : dict of str to ndarray, optional
         The arrays of the last checkpoint when a killed run is resumed.
+    map : callable
+        ``map(fn, items)``: ``[fn(item) for item in items]`` in order, as
+        tasks spread over the cluster's workers when the stage runs on one
+        (``fn`` and the items travel pickled; the task's thread waits
+        without holding a worker's slot), else one after the other.
     """
 
     inputs: dict[str, Any]
@@ -270,6 +277,15 @@ class TaskContext:
     records: dict[str, dict[str, Any]]
     writer: Any
     resume: dict[str, np.ndarray] | None = None
+    map: Callable[[Callable[[Any], Any], Iterable[Any]], list[Any]] = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.map is None:
+            self.map = _map_here
+
+
+def _map_here(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+    return [fn(item) for item in items]
 
 
 class TaskStage(Stage):

@@ -68,7 +68,25 @@ def _context(task: SingleTask, writer: NodeWriter, resume) -> TaskContext:
         if "status" in ds:
             valid[inp.name] = np.flatnonzero(np.asarray(ds["status"].values) == STATUS_OK)
     return TaskContext(inputs=inputs, streams=streams, valid=valid, records=task.records, writer=writer,
-                       resume=resume)
+                       resume=resume, map=_map_on_cluster)
+
+
+def _map_on_cluster(fn, items) -> list[Any]:
+    """``[fn(item) for item in items]`` as tasks of the cluster this task runs on (one by one outside a worker).
+
+    ``worker_client`` secedes the task's thread while it waits, so the calls may run on its worker too.
+    """
+    items = list(items)
+    try:
+        from distributed import get_worker, worker_client
+
+        get_worker()
+    except (ImportError, ValueError):  # not in a worker: a task stage called directly
+        return [fn(item) for item in items]
+    if len(items) < 2:
+        return [fn(item) for item in items]
+    with worker_client() as client:
+        return client.gather(client.map(fn, items, pure=False))
 
 
 def run_single(task: SingleTask) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -55,6 +55,11 @@ COLUMN_TITLES = {"chi": "chi", "llk": "llk", "amplitude_error": "amp. err.", "ph
 GOLD_VARIABLES = ("strained", "phase_range", "phase_residual", "residual_strain")
 #: resolution curves a result (or its post-processing) node may hold (``reconstruct``), in page order
 RESOLUTION_KINDS = ("prtf", "fsc")
+#: scan pages per call of ``map_pages`` (each call opens the catalog and selects the groups again)
+PAGES_PER_CALL = 4
+
+#: ``map_pages(fn, items)``: ``[fn(item) for item in items]``, in order, computed wherever it likes
+PageMap = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,8 @@ class ReportSite:
 
 
 def build_report(catalog: str | os.PathLike | Catalog, *, nodes: Sequence[str] | None = None,
-                 out: str | os.PathLike, scan_pages: int | None = None) -> ReportSite:
+                 out: str | os.PathLike, scan_pages: int | None = None,
+                 map_pages: PageMap | None = None) -> ReportSite:
     """Write the HTML report of a catalog's benchmarks and results into ``out``.
 
     Parameters
@@ -100,6 +106,13 @@ def build_report(catalog: str | os.PathLike | Catalog, *, nodes: Sequence[str] |
         At most this many scan pages per group, for its first scans in table
         order (the summary still lists every scan); default every scan. A
         scan page costs about a third of a second a method.
+    map_pages : callable, optional
+        ``map_pages(fn, items)`` returning ``[fn(item) for item in items]``
+        in order: how the scan pages are drawn, :data:`PAGES_PER_CALL` a
+        call (the pipeline's report stage spreads them over the cluster's
+        workers; each call reads the catalog by its path and writes into
+        ``out``'s staging folder, so both must be reachable where it runs).
+        Default: one after the other, here.
 
     Returns
     -------
@@ -124,7 +137,7 @@ def build_report(catalog: str | os.PathLike | Catalog, *, nodes: Sequence[str] |
     groups, notes = select_groups(sources, nodes)
     with _staging(out) as tmp:
         writer = _Writer(tmp, sources, scan_pages=scan_pages)
-        writer.write(groups, notes)
+        writer.write(groups, notes, nodes=nodes, map_pages=map_pages)
         (tmp / MARKER).write_text(json.dumps({"catalog": str(cat.path.resolve()), "nodes": list(nodes or []),
                                               "generated": writer.generated}) + "\n")
         _replace(tmp, out)
@@ -247,7 +260,8 @@ def _provenance(sources: Sources, ref: NodeRef, role: str) -> dict[str, Any]:
 class _Writer:
     """Renders the pages and figures of one report into a folder."""
 
-    def __init__(self, root: Path, sources: Sources, *, scan_pages: int | None = None) -> None:
+    def __init__(self, root: Path, sources: Sources, *, scan_pages: int | None = None,
+                 generated: str | None = None) -> None:
         from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
         self.root = root
@@ -256,7 +270,9 @@ class _Writer:
         self.pages: list[Path] = []
         self.figures: list[Path] = []
         self.notes: list[str] = []
-        self.generated = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        self.generated = generated or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        #: the scan pages the groups listed, written by :meth:`write` after the groups: (group, scan, pages)
+        self.pending: list[tuple[Group, Any, dict[Any, str]]] = []
         self.env = Environment(loader=PackageLoader("cdiplatform.report", "templates"),
                                autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
                                trim_blocks=True, lstrip_blocks=True)
@@ -280,13 +296,15 @@ class _Writer:
         path.write_text(html, encoding="utf-8")
         self.pages.append(path)
 
-    def write(self, groups: list[Group], notes: list[str]) -> None:
+    def write(self, groups: list[Group], notes: list[str], *, nodes: Sequence[str] | None = None,
+              map_pages: PageMap | None = None) -> None:
         shutil.copyfile(resources.files("cdiplatform.report").joinpath("templates/style.css"),
                         self.root / "style.css")
         self.notes.extend(notes)
         for group in groups:
             self.notes.extend(group.notes)
-        views = [self._group(group) for group in groups]  # writes the scan pages
+        views = [self._group(group) for group in groups]  # lists the scan pages in self.pending
+        self._write_scan_pages(nodes, map_pages)
         self._render("index.html", "index.html", catalog=str(self.sources.catalog.path), groups=views,
                      notes=list(dict.fromkeys(self.notes)))
         self.pages.insert(0, self.pages.pop())  # the summary first
@@ -340,8 +358,7 @@ class _Writer:
         gold = self._gold(group)
         if gold:
             figures.append(gold)
-        for scan in paged:
-            self._scan_page(group, scan, pages)
+        self.pending.extend((group, scan, pages) for scan in paged)
         return {"key": group.key, "title": group.title, "node": self._name(group.benchmark),
                 "collection": self._name(group.collection) or group.collection_ref or "(none recorded)",
                 "methods": table.methods, "columns": [{"var": v, "title": COLUMN_TITLES.get(v, v)} for v in columns],
@@ -395,6 +412,20 @@ class _Writer:
                            "and plane-fit residual per crystal, the residual strain."}
 
     # ------------------------------------------------------------------ scan pages
+    def _write_scan_pages(self, nodes: Sequence[str] | None, map_pages: PageMap | None) -> None:
+        pending, self.pending = self.pending, []
+        if map_pages is None:
+            for group, scan, pages in pending:
+                self._scan_page(group, scan, pages)
+            return
+        calls = [_PageCall(str(self.sources.catalog.path), tuple(nodes) if nodes is not None else None,
+                           str(self.root), self.generated, group.key, tuple(s for _, s, _ in batch), batch[0][2])
+                 for group, batch in _batches(pending)]
+        for pages, figures, notes in map_pages(_draw_scan_pages, calls):
+            self.pages.extend(Path(p) for p in pages)
+            self.figures.extend(Path(f) for f in figures)
+            self.notes.extend(notes)
+
     def _scan_page(self, group: Group, scan: Any, pages: dict[Any, str]) -> None:
         table = group.table
         i = table.row(scan)
@@ -598,7 +629,8 @@ class _Writer:
         if pos is None:
             return []
         rows = [{"name": "collection", "value": self._name(ref)}]
-        for name, coord in self.sources.open(ref).coords.items():
+        coords = self.sources.open(ref).coords  # in the order of names: a store's order depends on the process
+        for name, coord in sorted(coords.items(), key=lambda item: str(item[0])):
             if name != "scan" and coord.dims == ("scan",):
                 rows.append({"name": str(name), "value": str(self.sources.scan_values(ref, str(name), pos))})
         return rows
@@ -622,3 +654,40 @@ def _strain_limit(objects: list[dict[str, Any]]) -> float | None:
         return None
     limit = float(np.percentile(np.concatenate(values), 99))
     return limit if limit > 0 else None
+
+
+# ---------------------------------------------------------------------- scan pages elsewhere
+@dataclass(frozen=True)
+class _PageCall:
+    """Scan pages of one group to draw in another process: what it needs to select the group again."""
+
+    catalog: str
+    nodes: tuple[str, ...] | None
+    root: str
+    generated: str
+    group: str
+    scans: tuple[Any, ...]
+    pages: dict[Any, str]  # every paged scan of the group to its page (the links between pages)
+
+
+def _batches(pending: list[tuple[Group, Any, dict[Any, str]]]) -> Iterator[tuple[Group, list]]:
+    """The pending scan pages in runs of at most :data:`PAGES_PER_CALL`, one group each."""
+    batch: list = []
+    for entry in pending:
+        if batch and (len(batch) == PAGES_PER_CALL or entry[0] is not batch[0][0]):
+            yield batch[0][0], batch
+            batch = []
+        batch.append(entry)
+    if batch:
+        yield batch[0][0], batch
+
+
+def _draw_scan_pages(call: _PageCall) -> tuple[list[str], list[str], list[str]]:
+    """Draw one :class:`_PageCall`'s scan pages; their page and figure paths and the notes."""
+    sources = Sources(open_catalog(call.catalog))
+    groups, _ = select_groups(sources, list(call.nodes) if call.nodes is not None else None)
+    group = next(g for g in groups if g.key == call.group)
+    writer = _Writer(Path(call.root), sources, generated=call.generated)
+    for scan in call.scans:
+        writer._scan_page(group, scan, call.pages)
+    return [str(p) for p in writer.pages], [str(p) for p in writer.figures], writer.notes

@@ -71,9 +71,10 @@ def write_synthetic_beamtime(folder: Path, n: int, seed: int = 0):
     return writer.files
 
 
-def reprocess(spec, frames, beamtime, catalog, workers, *, dark=None, flat=None, quick=False):
+def reprocess(spec, frames, beamtime, catalog, workers, *, scans="all", dark=None, flat=None, quick=False):
     args = [sys.executable, "-m", "cdiplatform.cli.main", "reprocess", str(spec), "--frames", frames,
-            "--beamtime", beamtime, "--catalog", str(catalog), "--workers", str(workers), "--threads", "1"]
+            "--scans", scans, "--beamtime", beamtime, "--catalog", str(catalog), "--workers", str(workers),
+            "--threads", "1"]
     if dark:
         args += ["--dark", str(dark), "--flat", str(flat)]
     if quick:
@@ -81,7 +82,7 @@ def reprocess(spec, frames, beamtime, catalog, workers, *, dark=None, flat=None,
     env = {**os.environ, "COLUMNS": "200"}
     t0 = time.perf_counter()
     run = subprocess.run(args, capture_output=True, text=True, env=env)
-    if run.returncode not in (0, 1):
+    if run.returncode != 0:  # a failed scan too: every scan of the benchmark must phase
         raise SystemExit(run.stdout + run.stderr)
     return time.perf_counter() - t0
 
@@ -126,7 +127,7 @@ def main() -> None:
         wall = reprocess(files.spec, files.frame_pattern, "synthetic", catalog, workers, quick=args.quick)
         if DATA.is_dir():
             wall += reprocess(DATA / "example.spec", str(DATA / "frames" / "Staff20-1a_S{scan:04d}_{point:05d}.tif"),
-                              "34idc-2020", catalog, workers, dark=DATA / "dark.tif", flat=DATA / "whitefield.tif",
+                              "34idc-2020", catalog, workers, scans="54", dark=DATA / "dark.tif", flat=DATA / "whitefield.tif",
                               quick=args.quick)
         n = args.scans + (1 if DATA.is_dir() else 0)
         rows[workers] = {"wall_s": wall, "scans": n, "scans_per_hour": 3600 * n / wall,

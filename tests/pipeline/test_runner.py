@@ -228,3 +228,26 @@ def test_sigkill_halfway_then_resume_gives_identical_data(tmp_path):
     rerun = _cdip("run", str(job.path), "--catalog", str(clean), "--workers", "2")
     out, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0 and "nothing recomputed, nothing rewritten" in out
+
+
+def _pid_after(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _map_in_a_task(n: int) -> list[int]:
+    from cdiplatform.pipeline.tasks import _map_on_cluster
+
+    return _map_on_cluster(_pid_after, [0.3] * n)
+
+
+def test_a_task_stage_maps_its_calls_over_the_workers(client):
+    # the report stage's scan pages: a task of a worker of one thread hands out calls to every worker and
+    # waits for them without holding its slot
+    worker_pids = set(client.run(os.getpid).values())
+    pids = client.submit(_map_in_a_task, 8, pure=False).result(timeout=120)
+    assert len(pids) == 8 and set(pids) <= worker_pids
+    assert len(set(pids)) == 2
+    from cdiplatform.pipeline.tasks import _map_on_cluster
+
+    assert _map_on_cluster(_pid_after, [0, 0]) == [os.getpid()] * 2  # outside a worker: here, in order

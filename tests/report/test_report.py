@@ -232,3 +232,41 @@ def test_benchmark_error_histograms_draws_one_benchmark_into_one_png(tmp_path):
                                    methods={"mean_object": "baseline"})
     with pytest.raises(ReportError, match="not a benchmark node"):
         benchmark_error_histograms(tmp_path / "c.zarr", "results/nn", tmp_path / "x.png")
+
+
+def _page_texts(site) -> dict[str, str]:
+    """Every page's text without its time stamp, by its path in the site."""
+    stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00")
+    return {str(p.relative_to(site.out)): stamp.sub("TIME", p.read_text(encoding="utf-8")) for p in site.pages}
+
+
+def test_scan_pages_drawn_by_another_map_make_the_same_site(measured, tmp_path):
+    # the report stage draws the scan pages on the cluster's workers, a few a task: each call gets only
+    # pickled arguments and reads the catalog again by its path
+    import pickle
+
+    path, site = measured
+    calls = []
+
+    def elsewhere(fn, items):
+        calls.extend(items)
+        return [pickle.loads(pickle.dumps(fn(pickle.loads(pickle.dumps(item))))) for item in items]
+
+    other = build_report(path, out=tmp_path / "site", map_pages=elsewhere)
+    assert len(calls) == 1 and len(calls[0].scans) == SIZES["n_scans"]
+    assert [p.relative_to(other.out) for p in other.pages] == [p.relative_to(site.out) for p in site.pages]
+    assert sorted(f.relative_to(other.out) for f in other.figures) == sorted(f.relative_to(site.out)
+                                                                             for f in site.figures)
+    assert other.notes == site.notes
+    assert _page_texts(other) == _page_texts(site)
+
+
+def test_scan_metadata_is_listed_by_name(measured):
+    # the coordinates of a node opened from the store came in another order in another process, so two
+    # builds of one report differed
+    _, site = measured
+    page = next(p for p in site.pages if p.parent.name == "benchmark-quick")
+    rows = re.findall(r"<tr><th>([^<]+)</th><td>", page.read_text(encoding="utf-8").split('class="metadata"')[1]
+                      .split("</table>")[0])
+    assert rows[0] == "collection" and len(rows) > 2
+    assert rows[1:] == sorted(rows[1:])

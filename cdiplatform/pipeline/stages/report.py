@@ -1,6 +1,7 @@
 """Stage ``report``: the static HTML report of a run's benchmarks and results, at the end of a job.
 
-One task on the driver's catalog (:func:`cdiplatform.report.build_report`):
+One task on the driver's catalog (:func:`cdiplatform.report.build_report`),
+which spreads the scan pages over the workers (a few pages a task):
 a summary page and a page per scan, written beside the catalog
 (``<catalog>.report`` by default), and a record node ``reports/<id>`` with
 where it is and what it shows. Made again whenever the nodes it shows
@@ -53,7 +54,7 @@ class Report(TaskStage):
         nodes = [r.rsplit(":", 1)[1] for r in refs]
         target = Path(ctx.writer.catalog)
         out = Path(params.out) if params.out else target.parent / f"{target.stem}.report"
-        site = build_report(catalog, nodes=nodes, out=out,
+        site = build_report(catalog, nodes=nodes, out=out, map_pages=ctx.map,  # scan pages on every worker
                             scan_pages=None if params.scan_pages < 0 else params.scan_pages)
         ctx.writer.write({}, {"index": str(site.index), "pages": len(site.pages), "figures": len(site.figures),
                               "notes": list(site.notes), "shows": refs}, complete=True)
