@@ -15,6 +15,10 @@ For each stage in order:
    atomically; then one task per chunk that still has pending or failed
    scans screens, computes and writes its whole chunk (:mod:`.chunks`);
 4. the driver, the only writer of attributes, records the outcome.
+
+Consecutive chunk stages that read none of each other's outputs run side by
+side (:func:`_wave`): their chunks go to the cluster together, and each stage
+is finished as its last chunk comes.
 """
 
 from __future__ import annotations
@@ -467,65 +471,138 @@ class _Hooks:
 
 def _run_stages(job: Job, *, client: Any, catalog: Path, new_run: bool, cluster_label: str,
                 hooks: _Hooks) -> list[StageReport]:
-    on_stage_start, on_progress, on_stage_end = hooks.start, hooks.progress, hooks.end
     cat = open_catalog(catalog, mode="a")
     kill_after = _kill_hook()
     written = 0
-    reports = []
-    for spec in job.stages:
+
+    def progress(report_: StageReport, n: int) -> None:
+        nonlocal written
+        written += 1
+        if kill_after is not None and written >= kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        hooks.progress(report_, n)
+
+    reports: list[StageReport] = []
+    at = 0
+    while at < len(job.stages):
+        spec = job.stages[at]
         if issubclass(spec.stage, SetStage):
             reports.append(_run_set_stage(job, spec, catalog, client=client, new_run=new_run,
-                                          cluster_label=cluster_label, on_stage_start=on_stage_start,
-                                          on_progress=on_progress, on_stage_end=on_stage_end))
+                                          cluster_label=cluster_label, on_stage_start=hooks.start,
+                                          on_progress=hooks.progress, on_stage_end=hooks.end))
+            at += 1
             continue
+        if issubclass(spec.stage, TaskStage):
+            prep = _prepare(job, spec, catalog, new_run=new_run, dry=False)
+            report = _report(prep)
+            if prep.state == "complete":
+                hooks.end(report)
+            else:
+                report = _run_task_stage(job, prep, report, client=client, catalog=catalog, started=now(),
+                                         cluster_label=cluster_label, on_stage_start=hooks.start,
+                                         on_progress=hooks.progress, on_stage_end=hooks.end)
+            reports.append(report)
+            at += 1
+            continue
+        wave = _wave(job.stages, at, catalog)
+        reports.extend(_run_wave(job, wave, cat, client=client, catalog=catalog, new_run=new_run,
+                                 cluster_label=cluster_label, hooks=hooks, on_progress=progress))
+        at += len(wave)
+    return reports
+
+
+def _chunked(spec: StageSpec) -> bool:
+    return not issubclass(spec.stage, (SetStage, TaskStage))
+
+
+def _reads(spec: StageSpec, catalog: Path) -> list[tuple[Path, str]]:
+    refs = [r for value in spec.inputs.values() for r in (value if isinstance(value, list) else [value])]
+    return [(Path(c).resolve(), node) for c, node in (r.resolve(catalog) for r in refs)]
+
+
+def _wave(stages: list[StageSpec], at: int, catalog: Path) -> list[StageSpec]:
+    """The chunked stages from ``at`` on that read none of each other's outputs: they run side by side.
+
+    Their chunks go to the cluster together, the first stage's first, so that while the last chunks
+    of one stage finish the workers that would wait go on with the next stage's.
+    """
+    from fnmatch import fnmatchcase
+
+    wave = [stages[at]]
+    for spec in stages[at + 1:]:
+        if not _chunked(spec):
+            break
+        if any(c == catalog and (node == w.output or fnmatchcase(node, w.output) or fnmatchcase(w.output, node))
+               for c, node in _reads(spec, catalog) for w in wave):
+            break
+        wave.append(spec)
+    return wave
+
+
+@dataclass
+class _StageRun:
+    """A chunked stage whose chunks are on the cluster."""
+
+    prep: _Prepared
+    report: StageReport
+    futures: list
+    chunk_scans: dict
+    t0: float
+    left: int = 0
+    devices: set = field(default_factory=set)
+
+
+def _run_wave(job: Job, wave: list[StageSpec], cat, *, client, catalog: Path, new_run: bool, cluster_label: str,
+              hooks: _Hooks, on_progress) -> list[StageReport]:
+    """Prepare, allocate and submit every stage of a wave, then collect their chunks as they come."""
+    reports, runs = [], []
+    for spec in wave:
         prep = _prepare(job, spec, catalog, new_run=new_run, dry=False)
         report = _report(prep)
-        if prep.state == "complete":
-            if on_stage_end:
-                on_stage_end(report)
-            reports.append(report)
-            continue
-        started = now()
-        if issubclass(spec.stage, TaskStage):
-            reports.append(_run_task_stage(job, prep, report, client=client, catalog=catalog, started=started,
-                                           cluster_label=cluster_label, on_stage_start=on_stage_start,
-                                           on_progress=on_progress, on_stage_end=on_stage_end))
-            continue
-        try:
-            if prep.state == "new":
-                _allocate(cat, job, prep, cluster_label=cluster_label, started=started)
-            elif prep.state == "grow":
-                new = slice(prep.stored, None)
-                coords = {k: np.asarray(v)[new] for k, v in prep.plan.coords.items() if not isinstance(v, tuple)}
-                cat.grow(spec.output, prep.scans[new], coords)
-        except (CatalogError, ValueError) as exc:
-            raise JobError(f"{job.path}: {spec.label}: {exc}") from None
-        except OSError as exc:
-            if _disk_full(exc):
-                raise _full(catalog, prep, pending=int(prep.pending.sum())) from None
-            raise
-        if on_stage_start:
-            on_stage_start(report, report.pending)
-        t0 = time.perf_counter()
-        futures, chunk_scans = _submit(client, catalog, job, prep)
-        report.computed = int(prep.pending.sum())
-        def progress(report_: StageReport, n: int) -> None:
-            nonlocal written
-            written += 1
-            if kill_after is not None and written >= kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
-            if on_progress:
-                on_progress(report_, n)
-
-        devices = _collect(client, futures, chunk_scans, report, progress)
-        report.seconds = time.perf_counter() - t0
-        if report.disk_full:
-            raise _full(catalog, prep, pending=len(report.failed))
-        _finish(cat, job, prep, report, devices, cluster_label=cluster_label)
-        if on_stage_end:
-            on_stage_end(report)
         reports.append(report)
+        if prep.state == "complete":
+            hooks.end(report)
+            continue
+        _make_room(cat, job, prep, catalog=catalog, cluster_label=cluster_label)
+        hooks.start(report, report.pending)
+        run = _StageRun(prep, report, *_submit(client, catalog, job, prep), t0=time.perf_counter())
+        run.left = len(run.futures)
+        report.computed = int(prep.pending.sum())
+        runs.append(run)
+
+    def done(run: _StageRun) -> None:
+        run.report.seconds = time.perf_counter() - run.t0
+        if any(r.report.disk_full for r in runs):
+            return  # the attributes are not written on a full disk; the rerun completes the stage
+        _finish(cat, job, run.prep, run.report, run.devices, cluster_label=cluster_label)
+        hooks.end(run.report)
+
+    for run in runs:
+        if run.left == 0:
+            done(run)
+    _collect(client, [r for r in runs if r.left], on_progress, done)
+    full = next((r for r in runs if r.report.disk_full), None)
+    if full is not None:
+        raise _full(catalog, full.prep, pending=len(full.report.failed))
     return reports
+
+
+def _make_room(cat, job: Job, prep: _Prepared, *, catalog: Path, cluster_label: str) -> None:
+    """Allocate a new output node, or grow a stored one by the scans its input gained."""
+    spec = prep.spec
+    try:
+        if prep.state == "new":
+            _allocate(cat, job, prep, cluster_label=cluster_label, started=now())
+        elif prep.state == "grow":
+            new = slice(prep.stored, None)
+            coords = {k: np.asarray(v)[new] for k, v in prep.plan.coords.items() if not isinstance(v, tuple)}
+            cat.grow(spec.output, prep.scans[new], coords)
+    except (CatalogError, ValueError) as exc:
+        raise JobError(f"{job.path}: {spec.label}: {exc}") from None
+    except OSError as exc:
+        if _disk_full(exc):
+            raise _full(catalog, prep, pending=int(prep.pending.sum())) from None
+        raise
 
 
 def _allocate(cat, job: Job, prep: _Prepared, *, cluster_label: str, started: str) -> None:
@@ -566,11 +643,14 @@ def _submit(client, catalog: Path, job: Job, prep: _Prepared) -> tuple[list, dic
     return futures, chunk_scans
 
 
-def _collect(client, futures: list, chunk_scans: dict, report: StageReport, on_progress) -> set[str]:
+def _collect(client, runs: list[_StageRun], on_progress, on_done) -> None:
+    """Every chunk of the running stages as it comes; ``on_done(run)`` once a stage's last chunk came."""
     from distributed import as_completed
 
-    devices: set[str] = set()
-    for fut in as_completed(futures):
+    owner = {fut.key: run for run in runs for fut in run.futures}
+    for fut in as_completed([fut for run in runs for fut in run.futures]):
+        run = owner[fut.key]
+        report = run.report
         try:
             outcome: ChunkOutcome = fut.result()
             error, full = outcome.not_written, outcome.disk_full
@@ -582,18 +662,20 @@ def _collect(client, futures: list, chunk_scans: dict, report: StageReport, on_p
         # scheduler recompute every chunk whose result it still held
         fut.release()
         if error:
-            if full and not report.disk_full:  # no further chunk can be written: stop the stage
+            if full and not report.disk_full:  # no further chunk can be written: stop the stages
                 report.disk_full = True
-                client.cancel([f for f in futures if not f.done()])
-            for scan in chunk_scans[fut.key]:
+                client.cancel([f for r in runs for f in r.futures if not f.done()])
+            for scan in run.chunk_scans[fut.key]:
                 report.failed[scan] = f"chunk not written: {error}"
-            on_progress(report, len(chunk_scans[fut.key]))
-            continue
-        devices.add(outcome.device)
-        report.ok += len(outcome.ok)
-        report.failed.update(outcome.failed)
-        on_progress(report, len(outcome.ok) + len(outcome.failed))
-    return devices
+            on_progress(report, len(run.chunk_scans[fut.key]))
+        else:
+            run.devices.add(outcome.device)
+            report.ok += len(outcome.ok)
+            report.failed.update(outcome.failed)
+            on_progress(report, len(outcome.ok) + len(outcome.failed))
+        run.left -= 1
+        if run.left == 0:
+            on_done(run)
 
 
 def _finish(cat, job: Job, prep: _Prepared, report: StageReport, devices: set[str], *, cluster_label: str) -> None:
