@@ -16,9 +16,10 @@ For each stage in order:
    scans screens, computes and writes its whole chunk (:mod:`.chunks`);
 4. the driver, the only writer of attributes, records the outcome.
 
-Consecutive chunk stages that read none of each other's outputs run side by
-side (:func:`_wave`): their chunks go to the cluster together, and each stage
-is finished as its last chunk comes.
+Chunk stages run side by side as far as their inputs allow (:func:`_run_chunk_stages`):
+between two set or task stages, each starts as soon as the stages whose outputs it
+reads have finished, its chunks behind those already submitted, and each is
+finished as its last chunk comes.
 """
 
 from __future__ import annotations
@@ -504,10 +505,12 @@ def _run_stages(job: Job, *, client: Any, catalog: Path, new_run: bool, cluster_
             reports.append(report)
             at += 1
             continue
-        wave = _wave(job.stages, at, catalog)
-        reports.extend(_run_wave(job, wave, cat, client=client, catalog=catalog, new_run=new_run,
-                                 cluster_label=cluster_label, hooks=hooks, on_progress=progress))
-        at += len(wave)
+        group = [spec]
+        while at + len(group) < len(job.stages) and _chunked(job.stages[at + len(group)]):
+            group.append(job.stages[at + len(group)])
+        reports.extend(_run_chunk_stages(job, group, cat, client=client, catalog=catalog, new_run=new_run,
+                                         cluster_label=cluster_label, hooks=hooks, on_progress=progress))
+        at += len(group)
     return reports
 
 
@@ -520,28 +523,18 @@ def _reads(spec: StageSpec, catalog: Path) -> list[tuple[Path, str]]:
     return [(Path(c).resolve(), node) for c, node in (r.resolve(catalog) for r in refs)]
 
 
-def _wave(stages: list[StageSpec], at: int, catalog: Path) -> list[StageSpec]:
-    """The chunked stages from ``at`` on that read none of each other's outputs: they run side by side.
-
-    Their chunks go to the cluster together, the first stage's first, so that while the last chunks
-    of one stage finish the workers that would wait go on with the next stage's.
-    """
+def _depends(spec: StageSpec, earlier: StageSpec, catalog: Path) -> bool:
+    """Whether ``spec`` reads the output of ``earlier`` (a node, or a member of a node set)."""
     from fnmatch import fnmatchcase
 
-    wave = [stages[at]]
-    for spec in stages[at + 1:]:
-        if not _chunked(spec):
-            break
-        if any(c == catalog and (node == w.output or fnmatchcase(node, w.output) or fnmatchcase(w.output, node))
-               for c, node in _reads(spec, catalog) for w in wave):
-            break
-        wave.append(spec)
-    return wave
+    out = earlier.output
+    return any(c == catalog and (node == out or fnmatchcase(node, out) or fnmatchcase(out, node))
+               for c, node in _reads(spec, catalog))
 
 
 @dataclass
 class _StageRun:
-    """A chunked stage whose chunks are on the cluster."""
+    """A chunk stage whose chunks are on the cluster."""
 
     prep: _Prepared
     report: StageReport
@@ -552,23 +545,22 @@ class _StageRun:
     devices: set = field(default_factory=set)
 
 
-def _run_wave(job: Job, wave: list[StageSpec], cat, *, client, catalog: Path, new_run: bool, cluster_label: str,
-              hooks: _Hooks, on_progress) -> list[StageReport]:
-    """Prepare, allocate and submit every stage of a wave, then collect their chunks as they come."""
-    reports, runs = [], []
-    for spec in wave:
-        prep = _prepare(job, spec, catalog, new_run=new_run, dry=False)
-        report = _report(prep)
-        reports.append(report)
-        if prep.state == "complete":
-            hooks.end(report)
-            continue
-        _make_room(cat, job, prep, catalog=catalog, cluster_label=cluster_label)
-        hooks.start(report, report.pending)
-        run = _StageRun(prep, report, *_submit(client, catalog, job, prep), t0=time.perf_counter())
-        run.left = len(run.futures)
-        report.computed = int(prep.pending.sum())
-        runs.append(run)
+def _run_chunk_stages(job: Job, stages: list[StageSpec], cat, *, client, catalog: Path, new_run: bool,
+                      cluster_label: str, hooks: _Hooks, on_progress) -> list[StageReport]:
+    """Consecutive chunk stages, each started once the stages it reads have finished.
+
+    In the beamtime job the two ER/HIO stages and refine read only the collection and the network's
+    guess: their chunks queue behind each other, and the workers that a stage's last chunks leave idle
+    go on with the next stage's instead of waiting at a barrier.
+    """
+    from distributed import as_completed
+
+    needs = {s.index: {e.index for e in stages[:k] if _depends(s, e, catalog)} for k, s in enumerate(stages)}
+    reports: dict[int, StageReport] = {}
+    finished: set[int] = set()
+    runs: list[_StageRun] = []
+    arriving = as_completed()
+    owner: dict[str, _StageRun] = {}
 
     def done(run: _StageRun) -> None:
         run.report.seconds = time.perf_counter() - run.t0
@@ -576,15 +568,39 @@ def _run_wave(job: Job, wave: list[StageSpec], cat, *, client, catalog: Path, ne
             return  # the attributes are not written on a full disk; the rerun completes the stage
         _finish(cat, job, run.prep, run.report, run.devices, cluster_label=cluster_label)
         hooks.end(run.report)
+        finished.add(run.prep.spec.index)
+        start_ready()
 
-    for run in runs:
-        if run.left == 0:
-            done(run)
-    _collect(client, [r for r in runs if r.left], on_progress, done)
+    def start_ready() -> None:
+        for spec in stages:
+            if spec.index in reports or not needs[spec.index] <= finished:
+                continue
+            if any(r.report.disk_full for r in runs):
+                return
+            prep = _prepare(job, spec, catalog, new_run=new_run, dry=False)
+            report = reports[spec.index] = _report(prep)
+            if prep.state == "complete":
+                hooks.end(report)
+                finished.add(spec.index)
+                return start_ready()  # what waited for it may start now
+            _make_room(cat, job, prep, catalog=catalog, cluster_label=cluster_label)
+            hooks.start(report, report.pending)
+            run = _StageRun(prep, report, *_submit(client, catalog, job, prep), t0=time.perf_counter())
+            run.left = len(run.futures)
+            report.computed = int(prep.pending.sum())
+            runs.append(run)
+            for fut in run.futures:
+                owner[fut.key] = run
+                arriving.add(fut)
+            if run.left == 0:
+                return done(run)
+
+    start_ready()
+    _collect(client, arriving, owner, runs, on_progress, done)
     full = next((r for r in runs if r.report.disk_full), None)
     if full is not None:
         raise _full(catalog, full.prep, pending=len(full.report.failed))
-    return reports
+    return [reports[s.index] for s in stages]
 
 
 def _make_room(cat, job: Job, prep: _Prepared, *, catalog: Path, cluster_label: str) -> None:
@@ -638,17 +654,17 @@ def _submit(client, catalog: Path, job: Job, prep: _Prepared) -> tuple[list, dic
             time_limit=spec.time_limit,
         )
         key = f"{prep.run_id}-{start}"
-        futures.append(client.submit(run_chunk, task, key=key, resources=resources, pure=False))
+        # an earlier stage of the job first: its chunks pass the queued ones of a later stage
+        futures.append(client.submit(run_chunk, task, key=key, resources=resources, pure=False,
+                                     priority=-spec.index))
         chunk_scans[key] = [s.item() if isinstance(s, np.generic) else s for s in scans]
     return futures, chunk_scans
 
 
-def _collect(client, runs: list[_StageRun], on_progress, on_done) -> None:
-    """Every chunk of the running stages as it comes; ``on_done(run)`` once a stage's last chunk came."""
-    from distributed import as_completed
-
-    owner = {fut.key: run for run in runs for fut in run.futures}
-    for fut in as_completed([fut for run in runs for fut in run.futures]):
+def _collect(client, arriving, owner: dict, runs: list[_StageRun], on_progress, on_done) -> None:
+    """Every chunk as it comes (``arriving``, an ``as_completed`` that ``on_done`` may add to);
+    ``on_done(run)`` once a stage's last chunk came."""
+    for fut in arriving:
         run = owner[fut.key]
         report = run.report
         try:
