@@ -561,6 +561,7 @@ def _run_chunk_stages(job: Job, stages: list[StageSpec], cat, *, client, catalog
     runs: list[_StageRun] = []
     arriving = as_completed()
     owner: dict[str, _StageRun] = {}
+    refused: list[BaseException] = []  # a stage that cannot start: raised once the running ones finished
 
     def done(run: _StageRun) -> None:
         run.report.seconds = time.perf_counter() - run.t0
@@ -575,15 +576,20 @@ def _run_chunk_stages(job: Job, stages: list[StageSpec], cat, *, client, catalog
         for spec in stages:
             if spec.index in reports or not needs[spec.index] <= finished:
                 continue
-            if any(r.report.disk_full for r in runs):
+            if refused or any(r.report.disk_full for r in runs):
                 return
-            prep = _prepare(job, spec, catalog, new_run=new_run, dry=False)
+            try:
+                prep = _prepare(job, spec, catalog, new_run=new_run, dry=False)
+                if prep.state != "complete":
+                    _make_room(cat, job, prep, catalog=catalog, cluster_label=cluster_label)
+            except Exception as exc:  # noqa: BLE001 - a refused resume, a full disk: after the others end
+                refused.append(exc)
+                return
             report = reports[spec.index] = _report(prep)
             if prep.state == "complete":
                 hooks.end(report)
                 finished.add(spec.index)
                 return start_ready()  # what waited for it may start now
-            _make_room(cat, job, prep, catalog=catalog, cluster_label=cluster_label)
             hooks.start(report, report.pending)
             run = _StageRun(prep, report, *_submit(client, catalog, job, prep), t0=time.perf_counter())
             run.left = len(run.futures)
@@ -600,6 +606,8 @@ def _run_chunk_stages(job: Job, stages: list[StageSpec], cat, *, client, catalog
     full = next((r for r in runs if r.report.disk_full), None)
     if full is not None:
         raise _full(catalog, full.prep, pending=len(full.report.failed))
+    if refused:
+        raise refused[0]
     return [reports[s.index] for s in stages]
 
 

@@ -299,3 +299,16 @@ def test_a_stage_starts_once_the_stages_it_reads_have_finished(client, tmp_path)
                                 data_vars(tmp_path / "alone.zarr", "results/b"))
     assert {r.state for r in run_job(load_job(job, root=tmp_path), client=client,
                                      catalog=tmp_path / "c.zarr")} == {"complete"}
+
+
+def test_a_stage_refused_beside_running_ones_is_raised_once_they_finished(client, tmp_path):
+    # b starts beside a; b's node was written by another run, so b is refused: a still ends complete
+    stages = WAVE_JOB.format(squares=SQUARES).split("[[stage]]")
+    only_b = tmp_path / "b.toml"
+    only_b.write_text(stages[0] + "[[stage]]" + stages[3].replace("sleep = 0.2", "sleep = 0.0\nsize = 3"))
+    run_job(load_job(only_b, root=tmp_path), client=client, catalog=tmp_path / "c.zarr")
+    both = tmp_path / "ab.toml"
+    both.write_text(stages[0] + "[[stage]]" + stages[1] + "[[stage]]" + stages[3])
+    with pytest.raises(JobError, match="written by another run"):
+        run_job(load_job(both, root=tmp_path), client=client, catalog=tmp_path / "c.zarr")
+    assert open_catalog(tmp_path / "c.zarr").attrs("results/a")["run"]["complete"] is True
