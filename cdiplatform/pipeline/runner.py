@@ -541,8 +541,11 @@ class _StageRun:
     futures: list
     chunk_scans: dict
     t0: float
-    left: int = 0
+    left: int = field(init=False)  # chunks not yet come
     devices: set = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.left = len(self.futures)
 
 
 def _run_chunk_stages(job: Job, stages: list[StageSpec], cat, *, client, catalog: Path, new_run: bool,
@@ -592,7 +595,6 @@ def _run_chunk_stages(job: Job, stages: list[StageSpec], cat, *, client, catalog
                 return start_ready()  # what waited for it may start now
             hooks.start(report, report.pending)
             run = _StageRun(prep, report, *_submit(client, catalog, job, prep), t0=time.perf_counter())
-            run.left = len(run.futures)
             report.computed = int(prep.pending.sum())
             runs.append(run)
             for fut in run.futures:

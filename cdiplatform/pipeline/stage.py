@@ -245,6 +245,10 @@ class Stage:
         return {f.name: f for f in dataclasses.fields(cls.Params)}
 
 
+def _map_here(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+    return [fn(item) for item in items]
+
+
 @dataclass
 class TaskContext:
     """What a task stage's :meth:`TaskStage.run` receives besides its parameters.
@@ -277,15 +281,7 @@ class TaskContext:
     records: dict[str, dict[str, Any]]
     writer: Any
     resume: dict[str, np.ndarray] | None = None
-    map: Callable[[Callable[[Any], Any], Iterable[Any]], list[Any]] = field(default=None)  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        if self.map is None:
-            self.map = _map_here
-
-
-def _map_here(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-    return [fn(item) for item in items]
+    map: Callable[[Callable[[Any], Any], Iterable[Any]], list[Any]] = _map_here
 
 
 class TaskStage(Stage):

@@ -81,9 +81,10 @@ def _map_on_cluster(fn, items) -> list[Any]:
         from distributed import get_worker, worker_client
 
         get_worker()
+        in_worker = True
     except (ImportError, ValueError):  # not in a worker: a task stage called directly
-        return [fn(item) for item in items]
-    if len(items) < 2:
+        in_worker = False
+    if not in_worker or len(items) < 2:
         return [fn(item) for item in items]
     with worker_client() as client:
         return client.gather(client.map(fn, items, pure=False))

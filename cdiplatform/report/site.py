@@ -419,8 +419,9 @@ class _Writer:
                 self._scan_page(group, scan, pages)
             return
         calls = [_PageCall(str(self.sources.catalog.path), tuple(nodes) if nodes is not None else None,
-                           str(self.root), self.generated, group.key, tuple(s for _, s, _ in batch), batch[0][2])
-                 for group, batch in _batches(pending)]
+                           str(self.root), self.generated, batch[0][0].key, tuple(s for _, s, _ in batch),
+                           batch[0][2])
+                 for batch in _batches(pending)]
         for pages, figures, notes in map_pages(_draw_scan_pages, calls):
             self.pages.extend(Path(p) for p in pages)
             self.figures.extend(Path(f) for f in figures)
@@ -670,16 +671,16 @@ class _PageCall:
     pages: dict[Any, str]  # every paged scan of the group to its page (the links between pages)
 
 
-def _batches(pending: list[tuple[Group, Any, dict[Any, str]]]) -> Iterator[tuple[Group, list]]:
+def _batches(pending: list[tuple[Group, Any, dict[Any, str]]]) -> Iterator[list]:
     """The pending scan pages in runs of at most :data:`PAGES_PER_CALL`, one group each."""
     batch: list = []
     for entry in pending:
         if batch and (len(batch) == PAGES_PER_CALL or entry[0] is not batch[0][0]):
-            yield batch[0][0], batch
+            yield batch
             batch = []
         batch.append(entry)
     if batch:
-        yield batch[0][0], batch
+        yield batch
 
 
 def _draw_scan_pages(call: _PageCall) -> tuple[list[str], list[str], list[str]]:
