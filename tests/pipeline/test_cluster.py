@@ -30,7 +30,7 @@ from cdiplatform.pipeline.cluster import (
 from cdiplatform.pipeline.cluster.pools import worker_resources
 from cdiplatform.pipeline.cluster.resources import declare_resources
 from cdiplatform.pipeline.cluster.slurm import slurm_pools
-from cdiplatform.pipeline.cluster.threads import ALLOCATOR_ENV
+from cdiplatform.pipeline.cluster.threads import ALLOCATOR_ENV, PROFILE_INTERVAL, profile_interval
 from cdiplatform.testing import require
 from cdiplatform.testing.page_faults import fft_pair_page_faults
 from cdiplatform.testing.slurm import gres_conf, slurm_conf
@@ -55,6 +55,7 @@ def _check_thread_share(client, *, workers: int) -> None:
         assert entry["torch"] == share
         assert entry["omp"] == str(share)
         assert entry["allocator"] == ALLOCATOR_ENV  # not distributed's MALLOC_TRIM_THRESHOLD_=65536
+        assert entry["profile_interval"] == PROFILE_INTERVAL  # not distributed's 10 ms
 
 
 def test_local_two_workers_share_the_cores(local_client):
@@ -310,6 +311,12 @@ def test_pool_bounds_come_from_adapt_then_workers_then_the_file(tmp_path, adapt,
     assert cluster_kwargs == {"scheduler_options": {}}
 
 
+@pytest.mark.parametrize(("configured", "expected"), [(None, PROFILE_INTERVAL), ("50ms", "50ms"), ("1s", "1s")])
+def test_workers_profile_at_a_tenth_of_distributed_rate_unless_the_user_says(configured, expected):
+    with dask.config.set({"distributed.worker.profile.interval": configured or "10ms"}):
+        assert profile_interval() == expected
+
+
 def test_every_file_is_a_pool_with_its_resources(tmp_path):
     cpu = _pool_file(tmp_path, "cpu", extra="    scheduler-options: {port: 0}\n")
     gpu = _pool_file(tmp_path, "gpu", extra="    processes: 2\n    cores: 2\n"
@@ -319,6 +326,7 @@ def test_every_file_is_a_pool_with_its_resources(tmp_path):
     assert [p.resources for p in pools] == [{}, {"GPU": 1.0}, {"GPU": 1.0}]
     assert pools[1].processes == 2 and "export OMP_NUM_THREADS=1" in pools[1].job["job_script_prologue"]
     assert "export MALLOC_TRIM_THRESHOLD_=268435456" in pools[1].job["job_script_prologue"]
+    assert "export DASK_DISTRIBUTED__WORKER__PROFILE__INTERVAL=100ms" in pools[1].job["job_script_prologue"]
     assert cluster_kwargs == {"scheduler_options": {"port": 0}}  # the first file's, the others' never
     assert all("scheduler_options" not in p.job for p in pools)
 

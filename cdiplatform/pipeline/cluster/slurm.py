@@ -11,7 +11,13 @@ from cdiplatform.pipeline.cluster.address import dashboard_link
 from cdiplatform.pipeline.cluster.handle import ClusterHandle
 from cdiplatform.pipeline.cluster.resources import declare_resources
 from cdiplatform.pipeline.cluster.slurm_config import SlurmFile, read_slurm_file
-from cdiplatform.pipeline.cluster.threads import ALLOCATOR_ENV, PLUGIN_NAME, THREAD_ENV_VARS, ThreadLimits
+from cdiplatform.pipeline.cluster.threads import (
+    ALLOCATOR_ENV,
+    PLUGIN_NAME,
+    THREAD_ENV_VARS,
+    ThreadLimits,
+    profile_interval,
+)
 
 __all__ = ["DEFAULT_SLURM_CONFIG", "connect_slurm", "slurm_pools"]
 
@@ -70,7 +76,9 @@ def slurm_pools(paths: list[str] | None, *, jobs: int | None = None,
         processes = int(setting("processes") or 1)
         share = max(1, int(cores) // processes)
         prologue = list(setting("job-script-prologue") or [])
-        for var, value in [*((v, share) for v in THREAD_ENV_VARS), *ALLOCATOR_ENV.items()]:
+        # the job's worker reads its Dask configuration from the environment (the profile's sampling)
+        profile = ("DASK_DISTRIBUTED__WORKER__PROFILE__INTERVAL", profile_interval())
+        for var, value in [*((v, share) for v in THREAD_ENV_VARS), *ALLOCATOR_ENV.items(), profile]:
             if not any(line.lstrip().startswith(f"export {var}=") for line in prologue):
                 prologue.append(f"export {var}={value}")
         kwargs["job_script_prologue"] = prologue
