@@ -102,6 +102,7 @@ def write_synthetic_beamtime(folder: Path, n: int, seed: int = 0, *, real: Path 
         for frame in sorted((real / "frames").glob("Staff20-1a_S0054_*.tif")):
             point = int(frame.stem.rsplit("_", 1)[1])
             link = Path(writer.frame_pattern.format(scan=54, point=point))
+            link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(frame.resolve())
     return writer.files, n + int(with_real)
 
