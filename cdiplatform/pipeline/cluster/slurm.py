@@ -16,7 +16,7 @@ from cdiplatform.pipeline.cluster.threads import (
     PLUGIN_NAME,
     THREAD_ENV_VARS,
     ThreadLimits,
-    profile_interval,
+    profile_env,
 )
 
 __all__ = ["DEFAULT_SLURM_CONFIG", "connect_slurm", "slurm_pools"]
@@ -76,9 +76,8 @@ def slurm_pools(paths: list[str] | None, *, jobs: int | None = None,
         processes = int(setting("processes") or 1)
         share = max(1, int(cores) // processes)
         prologue = list(setting("job-script-prologue") or [])
-        # the job's worker reads its Dask configuration from the environment (the profile's sampling)
-        profile = ("DASK_DISTRIBUTED__WORKER__PROFILE__INTERVAL", profile_interval())
-        for var, value in [*((v, share) for v in THREAD_ENV_VARS), *ALLOCATOR_ENV.items(), profile]:
+        env = [*((v, share) for v in THREAD_ENV_VARS), *ALLOCATOR_ENV.items(), *profile_env().items()]
+        for var, value in env:
             if not any(line.lstrip().startswith(f"export {var}=") for line in prologue):
                 prologue.append(f"export {var}={value}")
         kwargs["job_script_prologue"] = prologue

@@ -56,7 +56,13 @@ _PROFILE_KEY = "distributed.worker.profile.interval"
 def profile_interval() -> str:
     """The workers' profile sampling interval: the user's Dask setting, or :data:`PROFILE_INTERVAL`."""
     value = dask.config.get(_PROFILE_KEY)
-    return PROFILE_INTERVAL if str(value) == "10ms" else str(value)
+    default = dask.config.get(_PROFILE_KEY, config=dask.config.merge(*dask.config.defaults))
+    return PROFILE_INTERVAL if value == default else str(value)
+
+
+def profile_env() -> dict[str, str]:
+    """:func:`profile_interval` as the environment variable that a worker started from a shell reads."""
+    return {"DASK_" + _PROFILE_KEY.upper().replace(".", "__"): profile_interval()}
 
 
 class ThreadLimits(WorkerPlugin):
