@@ -32,7 +32,7 @@ import math
 import numpy as np
 import torch
 
-from cdiplatform.phasing.cpu_kernels import convolve_axis_
+from cdiplatform.phasing.cpu_kernels import convolve_axis_, shrink_wrap_
 
 __all__ = [
     "BLUR_METHODS",
@@ -249,6 +249,23 @@ class GaussianBlur:
                 _convolve_axis(src, dst, axis, taps)
             src, dst = dst, src
         return src
+
+
+    def support_(self, x: torch.Tensor, sigma: float, threshold: float, *, out: torch.Tensor) -> torch.Tensor:
+        """The shrink-wrap support: ``out <- blur(x, sigma) >= threshold * max``, the maximum per grid.
+
+        ``x`` float32 of ``shape``, overwritten; ``out`` bool of ``shape``. With ``one_pass`` (numba, CPU)
+        one call blurs, takes each grid's maximum and thresholds
+        (:func:`cdiplatform.phasing.cpu_kernels.shrink_wrap_`), the blurred arrays never written out
+        between the steps; otherwise the blur, ``amax`` and ``>=``. The same support either way, bit
+        for bit.
+        """
+        self._prepare(sigma)
+        if self.one_pass:
+            return shrink_wrap_(x, self._spare, out, self._numpy_taps, threshold)
+        blurred = self(x, sigma)
+        peak = blurred.amax(dim=self.dims, keepdim=True)
+        return torch.ge(blurred, peak.mul_(threshold), out=out)
 
 
 def _convolve_axis(src: torch.Tensor, dst: torch.Tensor, axis: int, taps) -> None:

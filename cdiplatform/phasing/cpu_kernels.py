@@ -9,10 +9,14 @@ other threads of a Dask worker go on:
 
 - :func:`modulus_`: ``F <- A F / |F|`` (0 where ``|F| = 0``), optionally
   only where a pixel was measured;
-- :func:`update_`: ER, HIO or RAAR, ``rho <- inside ? y : ...``;
+- :func:`update_`: ER, HIO or RAAR, ``rho <- inside ? y : ...`` (and, when
+  asked, ``|rho|`` of the result in the same pass, for the next shrink-wrap);
 - :func:`magnitude_`: ``|rho|`` for shrink-wrap;
 - :func:`convolve_axis_`: the separable blur of shrink-wrap along one axis,
-  all taps in one pass (eager torch makes one pass per tap).
+  all taps in one pass (eager torch makes one pass per tap);
+- :func:`shrink_wrap_`: the whole support update, blur, maximum and
+  threshold, in one call that reads the magnitude once and writes the
+  support.
 
 They take the engine's tensors (CPU, contiguous; complex64 objects, float32
 magnitudes, bool masks) and work in place on zero-copy numpy views. The
@@ -31,7 +35,7 @@ import functools
 import numpy as np
 import torch
 
-__all__ = ["UPDATES", "convolve_axis_", "magnitude_", "modulus_", "numba_available", "update_"]
+__all__ = ["UPDATES", "convolve_axis_", "magnitude_", "modulus_", "numba_available", "shrink_wrap_", "update_"]
 
 #: the update rules and their code in the kernel
 UPDATES = {"ER": 0, "HIO": 1, "RAAR": 2}
@@ -117,51 +121,135 @@ def _kernels() -> dict:
                 yi = y[i]
                 r[i] = yi if inside[i] else b * r[i] + c * yi
 
+    @njit(inline="always")
+    def modulus_of(z):
+        return np.sqrt(z.real * z.real + z.imag * z.imag)
+
+    @jit
+    def update_magnitude(r, y, inside, rule, beta, out):  # update, and out float32 (N,) <- |r| of the result
+        b = np.float32(beta)
+        c = np.float32(1.0 - 2.0 * beta)
+        if rule == 0:
+            for i in prange(inside.shape[0]):
+                z = y[i] if inside[i] else np.complex64(0.0)
+                r[i] = z
+                out[i] = modulus_of(z)
+        elif rule == 1:
+            for i in prange(inside.shape[0]):
+                yi = y[i]
+                z = yi if inside[i] else r[i] - b * yi
+                r[i] = z
+                out[i] = modulus_of(z)
+        else:
+            for i in prange(inside.shape[0]):
+                yi = y[i]
+                z = yi if inside[i] else b * r[i] + c * yi
+                r[i] = z
+                out[i] = modulus_of(z)
+
     @jit
     def magnitude(r, out):  # r complex64 (N,), out float32 (N,)
         for i in prange(out.shape[0]):
-            z = r[i]
-            out[i] = np.sqrt(z.real * z.real + z.imag * z.imag)
+            out[i] = modulus_of(r[i])
 
-    # the blur's taps: offsets m in [0, n) (a tap m "before" the point), the first one 0
+    # the blur's taps: offsets m in [0, n) (a tap m "before" the point), the first one 0; every output
+    # point sums its taps in their order, whichever kernel computes it, so all of them give the same bits
+    @njit(inline="always")
+    def along_first(src, dst, i, offsets, weights):  # dst[i] <- sum_t w_t src[(i - m_t) mod n]: rows of (n, C)
+        n = src.shape[0]
+        d = dst[i]
+        s = src[i]
+        w = weights[0]
+        for j in range(d.shape[0]):
+            d[j] = w * s[j]
+        for t in range(1, offsets.shape[0]):
+            k = i - offsets[t]
+            if k < 0:
+                k += n
+            s = src[k]
+            w = weights[t]
+            for j in range(d.shape[0]):
+                d[j] += w * s[j]
+
+    @njit(inline="always")
+    def along_row(s, d, offsets, weights):  # d[i] <- sum_t w_t s[(i - m_t) mod n], one contiguous row
+        n = s.shape[0]
+        w = weights[0]
+        for i in range(n):
+            d[i] = w * s[i]
+        for t in range(1, offsets.shape[0]):
+            m, w = np.uint64(offsets[t]), weights[t]
+            rest = np.uint64(n) - m
+            for i in range(rest):
+                d[np.uint64(i) + m] += w * s[i]
+            for i in range(m):
+                d[i] += w * s[np.uint64(i) + rest]
+
     @jit
     def convolve_rows(src, dst, offsets, weights):  # src, dst float32 (B, n): along the contiguous axis
-        n = src.shape[1]
         for b in prange(src.shape[0]):
-            s, d = src[b], dst[b]
-            w = weights[0]
-            for i in range(n):
-                d[i] = w * s[i]
-            for t in range(1, offsets.shape[0]):
-                m, w = np.uint64(offsets[t]), weights[t]
-                rest = np.uint64(n) - m
-                for i in range(rest):
-                    d[np.uint64(i) + m] += w * s[i]
-                for i in range(m):
-                    d[i] += w * s[np.uint64(i) + rest]
+            along_row(src[b], dst[b], offsets, weights)
 
     @jit
     def convolve_planes(src, dst, offsets, weights):  # src, dst float32 (B, n, C): along axis 1
         n = src.shape[1]
         for row in prange(src.shape[0] * n):
             b = row // n
-            i = row - b * n
-            d = dst[b, i]
-            s = src[b, i]
-            w = weights[0]
-            for j in range(d.shape[0]):
-                d[j] = w * s[j]
-            for t in range(1, offsets.shape[0]):
-                k = i - offsets[t]
-                if k < 0:
-                    k += n
-                s = src[b, k]
-                w = weights[t]
-                for j in range(d.shape[0]):
-                    d[j] += w * s[j]
+            along_first(src[b], dst[b], row - b * n, offsets, weights)
 
-    return {"modulus": modulus, "update": update, "magnitude": magnitude,
-            "convolve_rows": convolve_rows, "convolve_planes": convolve_planes}
+    # shrink-wrap of a volume (Z, Y, X): the blur along z from the magnitude m into a, then plane by plane
+    # along y (a[z] -> m[z], the magnitude no longer needed) and along x (m[z] -> a[z]), the volume's
+    # maximum and the threshold; a plane stays in the cache between its two axes and its maximum
+    @njit(inline="always")
+    def blur_plane(a, m, z, oy, wy, ox, wx):  # a[z] blurred along y and x in place (m[z] a scratch); its maximum
+        p, q = a[z], m[z]
+        for i in range(p.shape[0]):
+            along_first(p, q, i, oy, wy)
+        lanes = np.full(p.shape[1], -np.inf, dtype=np.float32)  # the maximum a column: a vectorized loop
+        for y in range(p.shape[0]):
+            r = p[y]
+            along_row(q[y], r, ox, wx)
+            for x in range(r.shape[0]):
+                lanes[x] = max(lanes[x], r[x])
+        return lanes.max()
+
+    @njit(inline="always")
+    def threshold_plane(a, support, z, level):
+        p, s = a[z], support[z]
+        for i in range(p.shape[0]):
+            s[i] = p[i] >= level
+
+    @jit
+    def shrink_wrap(m, a, support, oz, wz, oy, wy, ox, wx, threshold):  # float32 x2, bool: (R, Z, Y, X)
+        rows, nz = m.shape[0], m.shape[1]
+        thr = np.float32(threshold)
+        if rows >= _MANY_ROWS:  # a volume a thread
+            for r in prange(rows):
+                mr, ar, sr = m[r], a[r], support[r]
+                m2, a2, s2 = mr.reshape(nz, -1), ar.reshape(nz, -1), sr.reshape(nz, -1)
+                for z in range(nz):
+                    along_first(m2, a2, z, oz, wz)
+                peak = np.float32(-np.inf)
+                for z in range(nz):
+                    peak = max(peak, blur_plane(ar, mr, z, oy, wy, ox, wx))
+                level = peak * thr
+                for z in range(nz):
+                    threshold_plane(a2, s2, z, level)
+        else:  # the planes of each volume split between the threads
+            peaks = np.empty(nz, dtype=np.float32)
+            for r in range(rows):
+                mr, ar, sr = m[r], a[r], support[r]
+                m2, a2, s2 = mr.reshape(nz, -1), ar.reshape(nz, -1), sr.reshape(nz, -1)
+                for z in prange(nz):
+                    along_first(m2, a2, z, oz, wz)
+                for z in prange(nz):
+                    peaks[z] = blur_plane(ar, mr, z, oy, wy, ox, wx)
+                level = peaks.max() * thr
+                for z in prange(nz):
+                    threshold_plane(a2, s2, z, level)
+
+    return {"modulus": modulus, "update": update, "update_magnitude": update_magnitude, "magnitude": magnitude,
+            "convolve_rows": convolve_rows, "convolve_planes": convolve_planes, "shrink_wrap": shrink_wrap}
 
 
 def _threads() -> None:
@@ -194,14 +282,21 @@ def modulus_(field: torch.Tensor, amplitude: torch.Tensor, measured: torch.Tenso
     return field
 
 
-def update_(rho: torch.Tensor, field: torch.Tensor, inside: torch.Tensor, rule: str, beta: float) -> torch.Tensor:
+def update_(rho: torch.Tensor, field: torch.Tensor, inside: torch.Tensor, rule: str, beta: float, *,
+            magnitude: torch.Tensor | None = None) -> torch.Tensor:
     """The real-space update in place, one pass: ``rho <- y`` inside; outside 0 (ER), ``rho - beta y`` (HIO)
     or ``beta rho + (1 - 2 beta) y`` (RAAR), with ``y = field`` (``P_M rho``).
 
-    ``rho``, ``field`` complex64 and ``inside`` bool, all ``(S, K, *grid)``.
+    ``rho``, ``field`` complex64 and ``inside`` bool, all ``(S, K, *grid)``. With ``magnitude`` (float32,
+    that shape) the same pass also writes ``|rho|`` of the result into it (the next shrink-wrap's input,
+    as :func:`magnitude_` gives it, without reading ``rho`` again).
     """
     _threads()
-    _kernels()["update"](_voxels(rho, 0, written=True), _voxels(field, 0), _voxels(inside, 0), UPDATES[rule], float(beta))
+    args = (_voxels(rho, 0, written=True), _voxels(field, 0), _voxels(inside, 0), UPDATES[rule], float(beta))
+    if magnitude is None:
+        _kernels()["update"](*args)
+    else:
+        _kernels()["update_magnitude"](*args, _voxels(magnitude, 0, written=True))
     return rho
 
 
@@ -212,14 +307,18 @@ def magnitude_(rho: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _check_taps(offsets, weights, n: int) -> None:
+    if offsets[0] != 0 or offsets.min() < 0 or offsets.max() >= n or len(weights) != len(offsets):
+        raise ValueError(f"tap offsets must lie in [0, {n}) and start with 0, one weight each, not {offsets.tolist()}")
+
+
 def convolve_axis_(src: torch.Tensor, dst: torch.Tensor, axis: int, offsets, weights) -> torch.Tensor:
     """``dst[i] = sum_t weights[t] src[(i - offsets[t]) mod n]`` along ``axis`` (negative), one pass.
 
     ``src`` and ``dst`` float32 of one shape, contiguous; ``offsets`` int64 in ``[0, n)``, the first
     0, and ``weights`` float32: numpy arrays of the taps (:func:`cdiplatform.phasing.blur.gaussian_taps`).
     """
-    if offsets[0] != 0 or offsets.min() < 0 or offsets.max() >= src.shape[axis]:
-        raise ValueError(f"tap offsets must lie in [0, {src.shape[axis]}) and start with 0, not {offsets.tolist()}")
+    _check_taps(offsets, weights, src.shape[axis])
     _threads()
     shape = src.shape
     n = shape[axis]
@@ -230,3 +329,44 @@ def convolve_axis_(src: torch.Tensor, dst: torch.Tensor, axis: int, offsets, wei
     else:
         _kernels()["convolve_planes"](a.reshape(lead, n, -1), b.reshape(lead, n, -1), offsets, weights)
     return dst
+
+
+def shrink_wrap_(magnitude: torch.Tensor, spare: torch.Tensor, support: torch.Tensor, taps, threshold: float) -> torch.Tensor:
+    """The shrink-wrap support in one call: ``support <- blur(magnitude) >= threshold * max``, per grid.
+
+    The separable blur along each grid axis (``dst[i] = sum_t weights[t] src[(i - offsets[t]) mod n]``,
+    first axis first, as :func:`convolve_axis_` in turn), the maximum of each blurred grid and the
+    threshold, without writing the blurred arrays out between them: the same support, bit for bit, as
+    three :func:`convolve_axis_` passes, ``amax`` and ``>=``.
+
+    Parameters
+    ----------
+    magnitude : torch.Tensor, float32, ``(R, *grid)``
+        ``|rho|`` of ``R`` grids (2D or 3D); overwritten (a scratch).
+    spare : torch.Tensor, float32, the shape of ``magnitude``
+        Holds the blurred grids on return.
+    support : torch.Tensor, bool, the shape of ``magnitude``
+        Written.
+    taps : sequence of (offsets, weights)
+        Per grid axis: numpy int64 offsets in ``[0, n)``, the first 0, and float32 weights
+        (:func:`cdiplatform.phasing.blur.gaussian_taps`).
+    threshold : float
+        Of the grid's maximum.
+    """
+    ndim = len(taps)
+    if ndim not in (2, 3) or magnitude.ndim < ndim + 1:
+        raise ValueError(f"shrink_wrap_ blurs 2 or 3 grid axes of (rows, *grid), not {ndim} of {tuple(magnitude.shape)}")
+    if spare.shape != magnitude.shape or support.shape != magnitude.shape:
+        raise ValueError(f"magnitude {tuple(magnitude.shape)}, spare {tuple(spare.shape)} and support "
+                         f"{tuple(support.shape)} must have one shape")
+    grid = tuple(magnitude.shape[-ndim:])
+    for n, (offsets, weights) in zip(grid, taps):
+        _check_taps(offsets, weights, n)
+    if ndim == 2:  # a grid of one plane, blurred along z by the identity
+        taps = [(np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.float32)), *taps]
+        grid = (1, *grid)
+    _threads()
+    views = [_voxels(t, 0, written=True).reshape(-1, *grid) for t in (magnitude, spare, support)]
+    flat = [a for offsets, weights in taps for a in (offsets, weights)]
+    _kernels()["shrink_wrap"](*views, *flat, float(threshold))
+    return support

@@ -34,9 +34,14 @@ a fused modulus (``compile=True`` on CUDA) need neither ``amplitude2`` nor
 ``ratio``. Passes over memory per HIO iteration: the FFT pair, then one for
 the modulus projection and one for the update with the numba kernels of
 :mod:`cdiplatform.phasing.cpu_kernels` (two and two eager); shrink-wrap
-adds the magnitude (one pass; three eager over a real array), the blur (``"separable"``: one pass per
-tap and axis, 21 for sigma 1 in 3D; ``"fft"``: an ``rfftn`` / ``irfftn``
-pair and one product), the maximum and the threshold.
+adds, eager, the magnitude (three passes over a real array), the blur
+(``"separable"``: one pass per tap and axis, 21 for sigma 1 in 3D;
+``"fft"``: an ``rfftn`` / ``irfftn`` pair and one product), the maximum and
+the threshold; with numba and the separable blur, the update writes
+``|rho|`` in its own pass and one call blurs, takes the maximum and
+thresholds (:func:`~cdiplatform.phasing.cpu_kernels.shrink_wrap_`: one
+read of the magnitude, the support written, the planes between in the
+cache).
 
 ``S`` is the number of scans and ``K`` the number of random starts per scan.
 The iteration follows cohere's order: shrink-wrap from the current object,
@@ -202,7 +207,6 @@ def iterate(
     RuntimeError
         When ``settings.compile`` is set and no compiler is available here.
     """
-    dims = _grid_dims(ndim)
     grid = tuple(rho.shape[-ndim:])
     device = rho.device
     seq = settings.algorithm
@@ -262,19 +266,20 @@ def iterate(
     t_start = time.perf_counter()
     t_recording = 0.0
     it = 0
+    magnitude_of_rho = False  # whether ``magnitude`` holds |rho| of the current object
     for op, count in seq.steps:
         for _ in range(count):
             # -- shrink-wrap from the current object
             if it in sw_iters:
-                if one_pass:
+                if magnitude_of_rho:  # the last update (numba) wrote |rho| in its pass
+                    pass
+                elif one_pass:
                     cpu_kernels.magnitude_(rho, magnitude)
                 elif "magnitude" not in fusing:
                     magnitude_(rho_r, magnitude)
                 else:
                     fused["magnitude"](rho_r, magnitude)
-                blurred = blur(magnitude, sw_iters[it])
-                peak = blurred.amax(dim=dims, keepdim=True)
-                torch.ge(blurred, peak.mul_(sw.threshold), out=support)
+                blur.support_(magnitude, sw_iters[it], sw.threshold, out=support)  # overwrites magnitude
 
             # -- modulus projection in reciprocal space
             unitary_fftn_(rho, field, ndim=ndim)
@@ -310,7 +315,8 @@ def iterate(
                 positive.logical_and_(support)
                 inside = positive
             if one_pass:
-                cpu_kernels.update_(rho, field, inside, op, beta)
+                magnitude_of_rho = (it + 1) in sw_iters  # the next shrink-wrap's |rho| in the same pass
+                cpu_kernels.update_(rho, field, inside, op, beta, magnitude=magnitude if magnitude_of_rho else None)
             elif "update" in fusing:
                 if op == "ER":
                     fused["er"](rho_r, field_r, inside)
@@ -329,6 +335,7 @@ def iterate(
 
             if twin_keep is not None and it == settings.twin.iteration:
                 rho.mul_(twin_keep)
+                magnitude_of_rho = False
             if average is not None and it >= avg_from:
                 average.add_(rho)
             it += 1

@@ -11,7 +11,14 @@ import torch
 
 from cdiplatform.phasing import PhasingSettings, ShrinkWrap
 from cdiplatform.phasing.blur import GaussianBlur
-from cdiplatform.phasing.cpu_kernels import convolve_axis_, magnitude_, modulus_, numba_available, update_
+from cdiplatform.phasing.cpu_kernels import (
+    convolve_axis_,
+    magnitude_,
+    modulus_,
+    numba_available,
+    shrink_wrap_,
+    update_,
+)
 from cdiplatform.phasing.engine import iterate
 from cdiplatform.phasing.kernels import resolve_kernels
 
@@ -84,6 +91,16 @@ def test_update_keeps_the_projection_inside_and_the_rule_outside(arrays, rule, o
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("rule", ["ER", "HIO", "RAAR"])
+def test_an_update_that_writes_the_magnitude_writes_the_same_object_and_its_modulus(arrays, rule):
+    field, _, _, rho, inside = arrays
+    plain = update_(rho.clone(), field, inside, rule, 0.9)
+    magnitude = torch.full(rho.shape, -1.0)
+    both = update_(rho.clone(), field, inside, rule, 0.9, magnitude=magnitude)
+    assert torch.equal(both, plain)
+    assert torch.equal(magnitude, magnitude_(plain, torch.empty(rho.shape)))
+
+
 def test_magnitude_is_the_modulus_of_every_voxel(arrays):
     _, _, _, rho, _ = arrays
     out = magnitude_(rho, torch.empty(rho.shape, dtype=torch.float32))
@@ -98,6 +115,37 @@ def test_separable_blur_in_one_pass_an_axis_is_the_eager_one(shape, ndim, sigma)
     eager = GaussianBlur(shape, **kw)(x.clone(), sigma)
     numba = GaussianBlur(shape, **kw, one_pass=True)(x.clone(), sigma)
     torch.testing.assert_close(numba, eager, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("shape", "ndim"),
+    [((2, 3, 12, 16, 14), 3), ((17, 1, 12, 12, 12), 3), ((1, 1, 12, 40, 14), 3), ((9, 2, 16, 16), 2),
+     ((1, 2, 14, 12), 2)],
+    ids=["few grids 3D", "many grids 3D", "one grid 3D", "many grids 2D", "few grids 2D"],
+)
+@pytest.mark.parametrize("threshold", [0.1, 0.35])
+@pytest.mark.parametrize("sigma", [1.0, 2.5])
+def test_shrink_wrap_in_one_call_is_the_blur_the_maximum_and_the_threshold(shape, ndim, threshold, sigma):
+    x = 0.01 * torch.rand(shape, generator=torch.Generator().manual_seed(5))  # a faint background
+    x[(Ellipsis, *(slice(n // 3) for n in shape[-ndim:]))] *= 100  # and an object in a corner
+    blur = GaussianBlur(shape, ndim=ndim, method="separable", device="cpu", one_pass=True)
+    dims = tuple(range(-ndim, 0))
+    blurred = blur(x.clone(), sigma).clone()  # the axis passes one by one
+    expected = blurred >= blurred.amax(dim=dims, keepdim=True) * threshold
+    support = torch.zeros(shape, dtype=torch.bool)
+    blur.support_(x.clone(), sigma, threshold, out=support)
+    assert torch.equal(support, expected)  # bit for bit: every point sums its taps in the same order
+    assert torch.equal(blur._spare, blurred)
+    assert 0 < int(support.sum()) < support.numel()
+
+
+def test_shrink_wrap_refuses_arrays_of_other_shapes_and_bad_taps():
+    x = torch.rand(2, 1, 6, 5, 4)
+    taps = [(np.array([0, 1, 5]), np.ones(3, dtype=np.float32))] * 3
+    with pytest.raises(ValueError, match="one shape"):
+        shrink_wrap_(x, torch.empty(2, 1, 6, 5, 3), torch.empty(x.shape, dtype=torch.bool), taps, 0.1)
+    with pytest.raises(ValueError, match=r"tap offsets must lie in \[0, 5\)"):
+        shrink_wrap_(x, torch.empty(x.shape), torch.empty(x.shape, dtype=torch.bool), taps, 0.1)
 
 
 def test_taps_outside_the_axis_are_refused(arrays):

@@ -89,6 +89,22 @@ def test_in_place_steps_are_the_textbook_iteration(batch, kw, masked, kernels):
     assert out.compiled == () and out.kernels == kernels
 
 
+@pytest.mark.parametrize("period", [1, 2])
+@pytest.mark.parametrize("twin", [None, TwinRemoval(iteration=2)])
+def test_numba_shrink_wrap_from_the_updates_magnitude_is_the_eager_one(batch, period, twin):
+    # with numba the update writes |rho| for the next shrink-wrap, which blurs, takes the maximum and
+    # thresholds in one call: after the twin removal (which changes rho past the update) that |rho| is stale
+    amp, rho0, sup0 = batch
+    kw = {"algorithm": "3*ER+6*HIO+3*RAAR", "twin": twin,
+          "shrink_wrap": ShrinkWrap(threshold=0.2, start=0, period=period, blur="separable")}
+    eager = iterate(amp, rho0.clone(), sup0.clone(), PhasingSettings(**kw, kernels="eager"), ndim=3)
+    numba = iterate(amp, rho0.clone(), sup0.clone(), PhasingSettings(**kw, kernels="numba"), ndim=3)
+    assert numba.kernels == "numba" and numba.blur == eager.blur == "separable"
+    assert int((numba.support != eager.support).sum()) <= 2  # of 36,864 voxels: float32 rounding at the edge
+    scale = float(eager.obj.abs().max())
+    np.testing.assert_allclose(numba.obj.numpy(), eager.obj.numpy(), rtol=0, atol=5e-4 * scale)
+
+
 def test_history_carries_iteration_seconds_and_error(batch):
     amp, rho, sup = batch
     settings = PhasingSettings(algorithm="5*ER+7*HIO", record_every=4, shrink_wrap=ShrinkWrap(start=0))
