@@ -201,6 +201,17 @@ def _kernels() -> dict:
     # along y (a[z] -> m[z], the magnitude no longer needed) and along x (m[z] -> a[z]), the volume's
     # maximum and the threshold; a plane stays in the cache between its two axes and its maximum
     @njit(inline="always")
+    def greater(a, b):  # the maximum of two, NaN if either is (as torch's amax): a NaN grid has no support
+        return a if a > b or a != a else b
+
+    @njit(inline="always")
+    def largest(values):
+        peak = values[0]
+        for v in values:
+            peak = greater(v, peak)
+        return peak
+
+    @njit(inline="always")
     def blur_plane(a, m, z, oy, wy, ox, wx):  # a[z] blurred along y and x in place (m[z] a scratch); its maximum
         p, q = a[z], m[z]
         for i in range(p.shape[0]):
@@ -210,8 +221,8 @@ def _kernels() -> dict:
             r = p[y]
             along_row(q[y], r, ox, wx)
             for x in range(r.shape[0]):
-                lanes[x] = max(lanes[x], r[x])
-        return lanes.max()
+                lanes[x] = greater(r[x], lanes[x])
+        return largest(lanes)
 
     @njit(inline="always")
     def threshold_plane(a, support, z, level):
@@ -231,7 +242,7 @@ def _kernels() -> dict:
                     along_first(m2, a2, z, oz, wz)
                 peak = np.float32(-np.inf)
                 for z in range(nz):
-                    peak = max(peak, blur_plane(ar, mr, z, oy, wy, ox, wx))
+                    peak = greater(blur_plane(ar, mr, z, oy, wy, ox, wx), peak)
                 level = peak * thr
                 for z in range(nz):
                     threshold_plane(a2, s2, z, level)
@@ -244,7 +255,7 @@ def _kernels() -> dict:
                     along_first(m2, a2, z, oz, wz)
                 for z in prange(nz):
                     peaks[z] = blur_plane(ar, mr, z, oy, wy, ox, wx)
-                level = peaks.max() * thr
+                level = largest(peaks) * thr
                 for z in prange(nz):
                     threshold_plane(a2, s2, z, level)
 

@@ -139,6 +139,19 @@ def test_shrink_wrap_in_one_call_is_the_blur_the_maximum_and_the_threshold(shape
     assert 0 < int(support.sum()) < support.numel()
 
 
+@pytest.mark.parametrize("shape", [(17, 1, 12, 12, 12), (2, 1, 12, 20, 14)], ids=["many grids", "few grids"])
+def test_a_grid_with_a_nan_gets_no_support_as_with_torchs_maximum(shape):
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(2))
+    x[1, 0, 3, 4, 5] = float("nan")  # a start that diverged
+    blur = GaussianBlur(shape, ndim=3, method="separable", device="cpu", one_pass=True)
+    blurred = blur(x.clone(), 1.0).clone()
+    expected = blurred >= blurred.amax(dim=(-3, -2, -1), keepdim=True) * 0.1
+    support = torch.ones(shape, dtype=torch.bool)
+    blur.support_(x.clone(), 1.0, 0.1, out=support)
+    assert torch.equal(support, expected)
+    assert not support[1].any() and support[0].any()
+
+
 def test_shrink_wrap_refuses_arrays_of_other_shapes_and_bad_taps():
     x = torch.rand(2, 1, 6, 5, 4)
     taps = [(np.array([0, 1, 5]), np.ones(3, dtype=np.float32))] * 3
