@@ -250,7 +250,6 @@ class GaussianBlur:
             src, dst = dst, src
         return src
 
-
     def support_(self, x: torch.Tensor, sigma: float, threshold: float, *, out: torch.Tensor) -> torch.Tensor:
         """The shrink-wrap support: ``out <- blur(x, sigma) >= threshold * max``, the maximum per grid.
 

@@ -125,6 +125,8 @@ def _kernels() -> dict:
     def modulus_of(z):
         return np.sqrt(z.real * z.real + z.imag * z.imag)
 
+    # update's loops, each also writing |r| of its result; the rules are written out in both: shared
+    # through inlined helpers, RAAR's loop measured 12 % slower (1.61 against 1.43 ms at 64^3 x 16)
     @jit
     def update_magnitude(r, y, inside, rule, beta, out):  # update, and out float32 (N,) <- |r| of the result
         b = np.float32(beta)
@@ -348,7 +350,7 @@ def shrink_wrap_(magnitude: torch.Tensor, spare: torch.Tensor, support: torch.Te
     The separable blur along each grid axis (``dst[i] = sum_t weights[t] src[(i - offsets[t]) mod n]``,
     first axis first, as :func:`convolve_axis_` in turn), the maximum of each blurred grid and the
     threshold, without writing the blurred arrays out between them: the same support, bit for bit, as
-    three :func:`convolve_axis_` passes, ``amax`` and ``>=``.
+    a :func:`convolve_axis_` pass per grid axis, ``amax`` and ``>=``.
 
     Parameters
     ----------

@@ -271,14 +271,13 @@ def iterate(
         for _ in range(count):
             # -- shrink-wrap from the current object
             if it in sw_iters:
-                if magnitude_of_rho:  # the last update (numba) wrote |rho| in its pass
-                    pass
-                elif one_pass:
-                    cpu_kernels.magnitude_(rho, magnitude)
-                elif "magnitude" not in fusing:
-                    magnitude_(rho_r, magnitude)
-                else:
-                    fused["magnitude"](rho_r, magnitude)
+                if not magnitude_of_rho:  # (with numba, the last update wrote |rho| in its pass)
+                    if one_pass:
+                        cpu_kernels.magnitude_(rho, magnitude)
+                    elif "magnitude" not in fusing:
+                        magnitude_(rho_r, magnitude)
+                    else:
+                        fused["magnitude"](rho_r, magnitude)
                 blur.support_(magnitude, sw_iters[it], sw.threshold, out=support)  # overwrites magnitude
 
             # -- modulus projection in reciprocal space
