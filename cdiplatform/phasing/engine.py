@@ -2,8 +2,9 @@
 
 Internally every array lives in the *unshifted* FFT layout (zero frequency and
 object centre at index 0), so an iteration is a bare ``fftn``/``ifftn`` pair
-with no ``fftshift`` copies (:func:`~cdiplatform.phasing.transforms.unitary_fftn_`,
-in calls whose temporaries the allocator reuses); the data are shifted once
+with no ``fftshift`` copies (in calls whose temporaries the allocator reuses:
+:func:`~cdiplatform.phasing.transforms.unitary_fftn_` into a buffer, or with
+the numba kernels block by block without one); the data are shifted once
 on the way in and the result once on the way out. All buffers are allocated
 once, on the device of the data, and the iteration updates them in place. The transforms are
 unitary (``norm="ortho"``), so the object comes out on the platform's scale
@@ -16,7 +17,9 @@ of them) or per scan (``S``):
 buffer            arrays    what
 ================  ========  ================================================
 ``rho``           1         current object, complex64, ``(S, K, *grid)`` (given)
-``field``         1         its far field, then ``P_M rho`` (in place)
+``field``         1         its far field, then ``P_M rho`` (in place; eager steps
+                            only: with numba, the transforms' own results for
+                            one block of at most 16 MiB at a time, two alive)
 ``support``       1/8       bool (given; written by shrink-wrap)
 ``magnitude``     1/2       ``|rho|``, float32, then blurred (shrink-wrap)
 blur              1/2       the blur's own: half spectrum (``"fft"``) or a
@@ -29,10 +32,11 @@ blur              1/2       the blur's own: half spectrum (``"fft"``) or a
 ================  ========  ================================================
 
 So 3.1 arrays per start (4.1 with averaging), plus 1.5 per scan, with
-shrink-wrap; the numba kernels (``kernels="numba"``, the CPU's default) and
-a fused modulus (``compile=True`` on CUDA) need neither ``amplitude2`` nor
-``ratio``. Passes over memory per HIO iteration: the FFT pair, then one for
-the modulus projection and one for the update with the numba kernels of
+shrink-wrap; the numba kernels (``kernels="numba"``, the CPU's default) need
+2.1 (3.1) per start plus two blocks (at most 32 MiB, or two grids where one
+grid is larger), and neither they nor a fused modulus (``compile=True`` on
+CUDA) need ``amplitude2`` or ``ratio``. Passes over memory per HIO
+iteration: the FFT pair, then one for the modulus projection and one for the update with the numba kernels of
 :mod:`cdiplatform.phasing.cpu_kernels` (two and two eager); shrink-wrap
 adds, eager, the magnitude (three passes over a real array), the blur
 (``"separable"``: one pass per tap and axis, 21 for sigma 1 in 3D;
@@ -68,7 +72,7 @@ from cdiplatform.phasing.kernels import (
     resolve_kernels,
 )
 from cdiplatform.phasing.settings import PhasingSettings
-from cdiplatform.phasing.transforms import unitary_fftn_
+from cdiplatform.phasing.transforms import transform_blocks, unitary_fftn, unitary_fftn_
 
 __all__ = ["IterationResult", "gaussian_transfer", "iterate", "time_to_error"]
 
@@ -163,6 +167,41 @@ def fourier_error(
     return num / den
 
 
+def _numba_iteration(
+    rho: torch.Tensor, amplitude: torch.Tensor, measured: torch.Tensor | None, support: torch.Tensor,
+    rule: str, beta: float, blocks: list[tuple[slice, slice]], *, ndim: int,
+    positive: torch.Tensor | None, magnitude: torch.Tensor | None, errors: np.ndarray | None,
+) -> float:
+    """One iteration after shrink-wrap with the numba kernels (CPU), block by block, ``rho`` in place.
+
+    Per block of :func:`~cdiplatform.phasing.transforms.transform_blocks`: the far field (the
+    transform's own result, no copy), the modulus projection in place, the inverse transform, the
+    update from it (with ``|rho|`` into ``magnitude`` when given). With ``errors`` (``(S, K)``), the
+    Fourier error of the iterate entering is written into it. Returns the seconds spent on errors.
+    """
+    seconds = 0.0
+    for scans, starts in blocks:
+        block = rho[scans, starts]
+        a = amplitude[scans]
+        m = None if measured is None else measured[scans]
+        field = unitary_fftn(block, ndim=ndim)
+        if errors is not None:
+            t0 = time.perf_counter()
+            errors[scans, starts] = fourier_error(field, a, m, ndim).numpy()
+            seconds += time.perf_counter() - t0
+        cpu_kernels.modulus_(field, a, m)
+        field = unitary_fftn(field, ndim=ndim, inverse=True)  # P_M rho of the block
+        inside = support[scans, starts]
+        if positive is not None:  # a real, non-negative object
+            field.imag.zero_()
+            p = positive[scans, starts]
+            torch.ge(field.real, 0.0, out=p)
+            inside = p.logical_and_(inside)
+        cpu_kernels.update_(block, field, inside, rule, beta,
+                            magnitude=None if magnitude is None else magnitude[scans, starts])
+    return seconds
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -224,7 +263,9 @@ def iterate(
     if one_pass:  # numba runs every step torch.compile would fuse
         fusing = ()
 
-    field = torch.empty_like(rho)
+    # numba: far fields of blocks of the batch, the transforms' own results; eager: one buffer
+    field = None if one_pass else torch.empty_like(rho)
+    blocks = transform_blocks(tuple(rho.shape), ndim=ndim) if one_pass else []
     average = torch.zeros_like(rho) if settings.average_last > 0 else None
     avg_from = n_iter - settings.average_last
 
@@ -254,7 +295,7 @@ def iterate(
     # real views (last axis: real, imaginary); the eager modulus multiplies by the amplitude
     # stored twice a voxel (amplitude2): a broadcast (..., 1) operand costs twice the time on CPU
     rho_r = torch.view_as_real(rho)
-    field_r = torch.view_as_real(field)
+    field_r = None if field is None else torch.view_as_real(field)
     amplitude2 = None
     if "modulus" not in fusing and measured is None and not one_pass:
         amplitude2 = amplitude.unsqueeze(-1).expand(*amplitude.shape, 2).contiguous()
@@ -280,57 +321,63 @@ def iterate(
                         fused["magnitude"](rho_r, magnitude)
                 blur.support_(magnitude, sw_iters[it], sw.threshold, out=support)  # overwrites magnitude
 
-            # -- modulus projection in reciprocal space
-            unitary_fftn_(rho, field, ndim=ndim)
-            if record and (it % record == 0 or it == n_iter - 1):
-                _synchronize(device)
-                t_record = time.perf_counter()
-                err = fourier_error(field, amplitude, measured, ndim).cpu().numpy()
-                history.append((it, t_record - t_start - t_recording, err))
-                t_recording += time.perf_counter() - t_record
-            if one_pass:
-                cpu_kernels.modulus_(field, amplitude, measured)
-            elif "modulus" in fusing:
-                if measured is None:
-                    fused["modulus"](field_r, amplitude)
-                else:
-                    fused["modulus_measured"](field_r, amplitude, measured)
-            elif measured is None:
-                field.sgn_()
-                field_r.mul_(amplitude2)
-            else:
-                torch.abs(field, out=ratio)
-                ratio.clamp_min_(_TINY)
-                torch.div(amplitude, ratio, out=ratio)
-                ratio.masked_fill_(unmeasured, 1.0)
-                field_r.mul_(ratio_r)
-            unitary_fftn_(field, field, ndim=ndim, inverse=True)  # field now holds P_M rho
-
-            # -- real-space update
-            inside = support
-            if positive is not None:  # a real, non-negative object
-                field.imag.zero_()
-                torch.ge(field.real, 0.0, out=positive)
-                positive.logical_and_(support)
-                inside = positive
-            if one_pass:
+            if one_pass:  # transforms, projection and update block by block, no far-field buffer
                 magnitude_of_rho = (it + 1) in sw_iters  # the next shrink-wrap's |rho| in the same pass
-                cpu_kernels.update_(rho, field, inside, op, beta, magnitude=magnitude if magnitude_of_rho else None)
-            elif "update" in fusing:
-                if op == "ER":
-                    fused["er"](rho_r, field_r, inside)
-                elif op == "HIO":
-                    fused["hio"](rho_r, field_r, inside, beta)
+                errors = None
+                if record and (it % record == 0 or it == n_iter - 1):
+                    errors = np.empty(rho.shape[:2])
+                    history.append((it, time.perf_counter() - t_start - t_recording, errors))
+                t_recording += _numba_iteration(
+                    rho, amplitude, measured, support, op, beta, blocks, ndim=ndim, positive=positive,
+                    magnitude=magnitude if magnitude_of_rho else None, errors=errors,
+                )
+            else:
+                # -- modulus projection in reciprocal space
+                unitary_fftn_(rho, field, ndim=ndim)
+                if record and (it % record == 0 or it == n_iter - 1):
+                    _synchronize(device)
+                    t_record = time.perf_counter()
+                    err = fourier_error(field, amplitude, measured, ndim).cpu().numpy()
+                    history.append((it, t_record - t_start - t_recording, err))
+                    t_recording += time.perf_counter() - t_record
+                if "modulus" in fusing:
+                    if measured is None:
+                        fused["modulus"](field_r, amplitude)
+                    else:
+                        fused["modulus_measured"](field_r, amplitude, measured)
+                elif measured is None:
+                    field.sgn_()
+                    field_r.mul_(amplitude2)
                 else:
-                    fused["raar"](rho_r, field_r, inside, beta)
-            elif op == "ER":
-                torch.mul(field_r, inside.unsqueeze(-1), out=rho_r)
-            elif op == "HIO":  # inside P_M rho, outside rho - beta P_M rho
-                rho.sub_(field, alpha=beta)
-                torch.where(inside, field, rho, out=rho)
-            else:  # RAAR: inside P_M rho, outside beta rho + (1 - 2 beta) P_M rho
-                rho.mul_(beta).add_(field, alpha=1.0 - 2.0 * beta)
-                torch.where(inside, field, rho, out=rho)
+                    torch.abs(field, out=ratio)
+                    ratio.clamp_min_(_TINY)
+                    torch.div(amplitude, ratio, out=ratio)
+                    ratio.masked_fill_(unmeasured, 1.0)
+                    field_r.mul_(ratio_r)
+                unitary_fftn_(field, field, ndim=ndim, inverse=True)  # field now holds P_M rho
+
+                # -- real-space update
+                inside = support
+                if positive is not None:  # a real, non-negative object
+                    field.imag.zero_()
+                    torch.ge(field.real, 0.0, out=positive)
+                    positive.logical_and_(support)
+                    inside = positive
+                if "update" in fusing:
+                    if op == "ER":
+                        fused["er"](rho_r, field_r, inside)
+                    elif op == "HIO":
+                        fused["hio"](rho_r, field_r, inside, beta)
+                    else:
+                        fused["raar"](rho_r, field_r, inside, beta)
+                elif op == "ER":
+                    torch.mul(field_r, inside.unsqueeze(-1), out=rho_r)
+                elif op == "HIO":  # inside P_M rho, outside rho - beta P_M rho
+                    rho.sub_(field, alpha=beta)
+                    torch.where(inside, field, rho, out=rho)
+                else:  # RAAR: inside P_M rho, outside beta rho + (1 - 2 beta) P_M rho
+                    rho.mul_(beta).add_(field, alpha=1.0 - 2.0 * beta)
+                    torch.where(inside, field, rho, out=rho)
 
             if twin_keep is not None and it == settings.twin.iteration:
                 rho.mul_(twin_keep)
@@ -340,8 +387,16 @@ def iterate(
             it += 1
 
     obj = rho if average is None else average.div_(settings.average_last)
-    unitary_fftn_(obj, field, ndim=ndim)
-    error = fourier_error(field, amplitude, measured, ndim)
+    if one_pass:
+        error = torch.empty(obj.shape[:2], dtype=torch.float64)
+        for scans, starts in blocks:
+            error[scans, starts] = fourier_error(
+                unitary_fftn(obj[scans, starts], ndim=ndim), amplitude[scans],
+                None if measured is None else measured[scans], ndim,
+            )
+    else:
+        unitary_fftn_(obj, field, ndim=ndim)
+        error = fourier_error(field, amplitude, measured, ndim)
     return IterationResult(
         obj=obj, support=support, error=error, history=history, blur=blur_method, compiled=fusing,
         kernels="numba" if one_pass else "eager",

@@ -24,7 +24,7 @@ import math
 
 import torch
 
-__all__ = ["CALL_BYTES", "unitary_fftn_"]
+__all__ = ["CALL_BYTES", "transform_blocks", "unitary_fftn", "unitary_fftn_"]
 
 #: the largest array one CPU transform call takes, bytes (glibc's largest mmap threshold is 32 MiB)
 CALL_BYTES = 16 << 20
@@ -61,3 +61,40 @@ def unitary_fftn_(src: torch.Tensor, out: torch.Tensor, *, ndim: int, inverse: b
     for i in range(0, rows_in.shape[0], step):
         transform(rows_in[i:i + step], dim=dims, norm="ortho", out=rows_out[i:i + step])
     return out
+
+
+def unitary_fftn(src: torch.Tensor, *, ndim: int, inverse: bool = False) -> torch.Tensor:
+    """``fftn(src)`` (or ``ifftn``) over the last ``ndim`` axes, ``norm="ortho"``, as a new tensor.
+
+    One call, no copy: for blocks of at most :data:`CALL_BYTES` (see
+    :func:`transform_blocks`) the result's memory is reused from the last
+    block's on the CPU.
+    """
+    transform = torch.fft.ifftn if inverse else torch.fft.fftn
+    return transform(src, dim=tuple(range(-ndim, 0)), norm="ortho")
+
+
+def transform_blocks(shape: tuple[int, ...], *, ndim: int, itemsize: int = 8) -> list[tuple[slice, slice]]:
+    """Index pairs ``(scans, starts)`` that cover an ``(S, K, *grid)`` batch in blocks of transforms.
+
+    Each block is contiguous and holds at most :data:`CALL_BYTES` (whole
+    scans while their ``K`` starts fit, else groups of starts of one scan),
+    or one grid where a single grid is larger.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(S, K, *grid)``.
+    ndim : int
+        Number of grid axes.
+    itemsize : int
+        Bytes a voxel (8 for complex64).
+    """
+    n_scans, n_starts = shape[0], shape[1]
+    grid_bytes = math.prod(shape[-ndim:]) * itemsize
+    if n_starts * grid_bytes <= CALL_BYTES:
+        step = CALL_BYTES // (n_starts * grid_bytes)
+        return [(slice(s, min(s + step, n_scans)), slice(0, n_starts)) for s in range(0, n_scans, step)]
+    step = max(1, CALL_BYTES // grid_bytes)
+    return [(slice(s, s + 1), slice(k, min(k + step, n_starts)))
+            for s in range(n_scans) for k in range(0, n_starts, step)]

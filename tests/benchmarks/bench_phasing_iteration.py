@@ -7,9 +7,13 @@ For each case (64^3 with 16 in a batch, 128^3 with 2, the scan-54 grid
 (256, 256, 210) with 1), on the same arrays in the same run, in *rounds*:
 each round times, one after the other,
 
-- the floor: the engine's ``fftn`` + ``ifftn`` pair (complex64, unitary,
-  into a preallocated buffer, :func:`~cdiplatform.phasing.transforms.unitary_fftn_`),
-  and beside it, for reference, the same pair as single torch calls (which
+- the floor: the engine's ``fftn`` + ``ifftn`` pair on CPU (complex64,
+  unitary, block by block, each transform's own result and no copy:
+  :func:`~cdiplatform.phasing.transforms.unitary_fftn` over
+  :func:`~cdiplatform.phasing.transforms.transform_blocks`), and beside it,
+  for reference, the pair into a preallocated buffer (the engine's before
+  2026-12-03 afternoon, :func:`~cdiplatform.phasing.transforms.unitary_fftn_`,
+  which copies every result once more) and as single torch calls (which
   fault a fresh temporary in on every call from 32 MiB up);
 - a plain HIO iteration of the engine (target <= 1.1x the pair);
 - an HIO iteration with Gaussian shrink-wrap at every iteration (sigma 1),
@@ -46,7 +50,7 @@ import torch
 
 from cdiplatform.phasing import PhasingSettings, ShrinkWrap, resolve_blur
 from cdiplatform.phasing.engine import iterate
-from cdiplatform.phasing.transforms import unitary_fftn_
+from cdiplatform.phasing.transforms import transform_blocks, unitary_fftn, unitary_fftn_
 
 CASES = {"64": ((64, 64, 64), 16), "128": ((128, 128, 128), 2), "scan54": ((256, 256, 210), 1)}
 
@@ -67,19 +71,26 @@ def make_data(grid, batch, *, seed=0, device="cpu"):
     return amp, rho, sup
 
 
-def fft_pair_seconds(rho, buf, n, *, single_calls=False):
-    """Seconds of one unitary ``fftn`` + ``ifftn`` pair of ``rho`` into ``buf`` (mean of ``n``): the
-    engine's transforms, or with ``single_calls`` one torch call each."""
+def fft_pair_seconds(rho, buf, n, *, how=None):
+    """Seconds of one unitary ``fftn`` + ``ifftn`` pair of ``rho`` (mean of ``n``): ``"blocks"`` the
+    engine's on CPU (block by block, no copy), ``"buffer"`` into ``buf`` in bounded calls (the
+    engine's on other devices, where it is one call: the default there), ``"single"`` into ``buf``
+    in one torch call each."""
     dims = (-3, -2, -1)
+    how = how or ("blocks" if rho.device.type == "cpu" else "buffer")
+    blocks = transform_blocks(tuple(rho.shape), ndim=3)
     sync(rho.device)
     t0 = time.perf_counter()
     for _ in range(n):
-        if single_calls:
+        if how == "single":
             torch.fft.fftn(rho, dim=dims, norm="ortho", out=buf)
             torch.fft.ifftn(buf, dim=dims, norm="ortho", out=buf)
-        else:
+        elif how == "buffer":
             unitary_fftn_(rho, buf, ndim=3)
             unitary_fftn_(buf, buf, ndim=3, inverse=True)
+        else:
+            for scans, starts in blocks:
+                unitary_fftn(unitary_fftn(rho[scans, starts], ndim=3), ndim=3, inverse=True)
     sync(rho.device)
     return (time.perf_counter() - t0) / n
 
@@ -168,13 +179,16 @@ def measure_case(grid, batch, *, rounds: int, n: int, compile_: bool) -> dict:
     fft_pair_seconds(rho, buf, 2)  # plans
     for shrink, comp in variants.values():
         iteration_seconds(amp, rho, sup, shrink, 1, comp)  # warm-up
-    pair, single, ratios = [], [], {k: [] for k in variants}
+    pair, buffered, single, ratios = [], [], [], {k: [] for k in variants}
+    seconds = {k: [] for k in variants}
     for _ in range(rounds):
-        single.append(fft_pair_seconds(rho, buf, n, single_calls=True))
+        single.append(fft_pair_seconds(rho, buf, n, how="single"))
+        buffered.append(fft_pair_seconds(rho, buf, n, how="buffer"))
         p = fft_pair_seconds(rho, buf, n)
         pair.append(p)
         for name, (shrink, comp) in variants.items():
-            ratios[name].append(iteration_seconds(amp, rho, sup, shrink, n, comp) / p)
+            seconds[name].append(iteration_seconds(amp, rho, sup, shrink, n, comp))
+            ratios[name].append(seconds[name][-1] / p)
     half = rounds // 2
     stats = {}
     for name, r in ratios.items():
@@ -186,9 +200,10 @@ def measure_case(grid, batch, *, rounds: int, n: int, compile_: bool) -> dict:
             "iqr": (float(q1), float(q3)),
             "halves": (float(first), float(second)),
             "halves_differ": float(abs(first - second) / max(np.median(r), 1e-12)),
+            "ms": float(np.median(seconds[name])) * 1e3,
         }
-    return {"pair_ms": float(np.median(pair)) * 1e3, "single_calls_ms": float(np.median(single)) * 1e3,
-            "ratios": stats}
+    return {"pair_ms": float(np.median(pair)) * 1e3, "buffered_ms": float(np.median(buffered)) * 1e3,
+            "single_calls_ms": float(np.median(single)) * 1e3, "ratios": stats}
 
 
 def main() -> None:
@@ -211,14 +226,15 @@ def main() -> None:
         )
         rule = resolve_blur("cpu", grid)
         name = f"{'x'.join(map(str, grid))} x {batch}"
-        print(f"\n{name}: FFT pair {results[case]['pair_ms']:.1f} ms (median; as single torch calls"
+        print(f"\n{name}: FFT pair {results[case]['pair_ms']:.1f} ms (median; into a buffer"
+              f" {results[case]['buffered_ms']:.1f} ms, as single torch calls"
               f" {results[case]['single_calls_ms']:.1f} ms); the rule's blur: {rule}")
-        print(f"{'variant':>18} {'x pair':>7} {'IQR':>13} {'halves':>13} {'differ':>7}")
+        print(f"{'variant':>18} {'x pair':>7} {'IQR':>13} {'halves':>13} {'differ':>7} {'ms':>8}")
         for variant, st in results[case]["ratios"].items():
             mark = "*" if variant.endswith(rule) else " "
             print(
                 f"{variant:>17}{mark} {st['median']:7.2f} {st['iqr'][0]:6.2f}-{st['iqr'][1]:<6.2f}"
-                f" {st['halves'][0]:6.2f}/{st['halves'][1]:<6.2f} {st['halves_differ'] * 100:6.1f}%"
+                f" {st['halves'][0]:6.2f}/{st['halves'][1]:<6.2f} {st['halves_differ'] * 100:6.1f}% {st['ms']:8.1f}"
             )
     print(f"\nload average after: {loadavg()}")
     if not args.no_memory:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cdiplatform.phasing import PhasingSettings, ShrinkWrap, TwinRemoval
+from cdiplatform.phasing import PhasingSettings, ShrinkWrap, TwinRemoval, transforms
 from cdiplatform.phasing.blur import gaussian_transfer
 from cdiplatform.phasing.engine import _twin_keep, iterate, time_to_error
 from cdiplatform.phasing.kernels import compile_available, fused_steps
@@ -103,6 +103,30 @@ def test_numba_shrink_wrap_from_the_updates_magnitude_is_the_eager_one(batch, pe
     assert int((numba.support != eager.support).sum()) <= 2  # of 36,864 voxels: float32 rounding at the edge
     scale = float(eager.obj.abs().max())
     np.testing.assert_allclose(numba.obj.numpy(), eager.obj.numpy(), rtol=0, atol=5e-4 * scale)
+
+
+@pytest.mark.parametrize("positivity", [False, True])
+@pytest.mark.parametrize("grids_a_block", [3, 2, 1])  # whole scans; two starts, then one; single starts
+def test_numba_iteration_block_by_block_gives_the_bits_of_one_block(batch, monkeypatch, grids_a_block, positivity):
+    # the numba path transforms, projects and updates the batch in blocks of at most CALL_BYTES (2 scans x
+    # 3 starts of 16^3 here): every block must get its own scans' amplitude and mask, errors and |rho|
+    amp, rho0, sup0 = batch
+    measured = torch.ones_like(amp, dtype=torch.bool)
+    measured[..., :2, :2, :3] = False
+    measured[1, ..., 5:8, :2, :3] = False  # each scan its own mask
+    settings = PhasingSettings(
+        algorithm="3*ER+6*HIO+3*RAAR", kernels="numba", positivity=positivity, record_every=5, average_last=2,
+        twin=TwinRemoval(iteration=2), shrink_wrap=ShrinkWrap(threshold=0.2, start=0, blur="separable"),
+    )
+    whole = iterate(amp, rho0.clone(), sup0.clone(), settings, ndim=3, measured=measured)
+    monkeypatch.setattr(transforms, "CALL_BYTES", grids_a_block * 16**3 * 8)
+    blocks = transforms.transform_blocks(tuple(rho0.shape), ndim=3)
+    assert len(blocks) == {3: 2, 2: 4, 1: 6}[grids_a_block]
+    split = iterate(amp, rho0.clone(), sup0.clone(), settings, ndim=3, measured=measured)
+    assert torch.equal(split.obj, whole.obj) and torch.equal(split.support, whole.support)
+    assert torch.equal(split.error, whole.error)
+    for (it_a, _, err_a), (it_b, _, err_b) in zip(split.history, whole.history, strict=True):
+        assert it_a == it_b and np.array_equal(err_a, err_b)
 
 
 def test_history_carries_iteration_seconds_and_error(batch):

@@ -32,3 +32,23 @@ def test_a_batch_of_32_mib_is_transformed_without_faulting_its_temporaries_in_ag
     calls glibc hands back the same memory, so the steady state hardly faults."""
     faults, pages = fft_pair_page_faults((16, 1, 64, 64, 64))
     assert faults < pages / 10
+
+
+@pytest.mark.parametrize(("shape", "ndim", "grids_a_call", "expected"), [
+    ((5, 2, 8, 8, 8), 3, 4, [(0, 2, 0, 2), (2, 4, 0, 2), (4, 5, 0, 2)]),  # two scans of 2 starts a block
+    ((2, 3, 8, 8, 8), 3, 2, [(0, 1, 0, 2), (0, 1, 2, 3), (1, 2, 0, 2), (1, 2, 2, 3)]),  # a scan's starts split
+    ((2, 2, 16, 16), 2, 0.5, [(0, 1, 0, 1), (0, 1, 1, 2), (1, 2, 0, 1), (1, 2, 1, 2)]),  # a grid above the bound
+    ((3, 1, 8, 8, 8), 3, 100, [(0, 3, 0, 1)]),  # the whole batch in one
+])
+def test_transform_blocks_cover_the_batch_in_contiguous_blocks_of_bounded_size(
+    monkeypatch, shape, ndim, grids_a_call, expected
+):
+    grid_bytes = 8 * int(torch.tensor(shape[-ndim:]).prod())
+    monkeypatch.setattr(transforms, "CALL_BYTES", int(grids_a_call * grid_bytes))
+    blocks = transforms.transform_blocks(shape, ndim=ndim)
+    assert [(s.start, s.stop, k.start, k.stop) for s, k in blocks] == expected
+    x = torch.zeros(shape[:2] + (1,))
+    for s, k in blocks:
+        assert x[s, k].is_contiguous()
+        x[s, k] += 1
+    assert torch.equal(x, torch.ones_like(x))  # every start exactly once
