@@ -36,7 +36,8 @@ shrink-wrap; the numba kernels (``kernels="numba"``, the CPU's default) need
 2.1 (3.1) per start plus two blocks (at most 32 MiB, or two grids where one
 grid is larger), and neither they nor a fused modulus (``compile=True`` on
 CUDA) need ``amplitude2`` or ``ratio``. Passes over memory per HIO
-iteration: the FFT pair, then one for the modulus projection and one for the update with the numba kernels of
+iteration: the FFT pair, then one for the modulus projection and one for
+the update with the numba kernels of
 :mod:`cdiplatform.phasing.cpu_kernels` (two and two eager); shrink-wrap
 adds, eager, the magnitude (three passes over a real array), the blur
 (``"separable"``: one pass per tap and axis, 21 for sigma 1 in 3D;
