@@ -253,11 +253,11 @@ class GaussianBlur:
     def support_(self, x: torch.Tensor, sigma: float, threshold: float, *, out: torch.Tensor) -> torch.Tensor:
         """The shrink-wrap support: ``out <- blur(x, sigma) >= threshold * max``, the maximum per grid.
 
-        ``x`` float32 of ``shape``, overwritten; ``out`` bool of ``shape``. With ``one_pass`` (numba, CPU)
-        one call blurs, takes each grid's maximum and thresholds
-        (:func:`cdiplatform.phasing.cpu_kernels.shrink_wrap_`), the blurred arrays never written out
-        between the steps; otherwise the blur, ``amax`` and ``>=``. The same support either way, bit
-        for bit.
+        ``x`` float32 of ``shape``, overwritten (only read with ``one_pass``); ``out`` bool of
+        ``shape``. With ``one_pass`` (numba, CPU) one call blurs, takes each grid's maximum and
+        thresholds (:func:`cdiplatform.phasing.cpu_kernels.shrink_wrap_`), the blurred arrays never
+        written out between the steps; otherwise the blur, ``amax`` and ``>=``. The same support
+        either way, bit for bit.
         """
         self._prepare(sigma)
         if self.one_pass:

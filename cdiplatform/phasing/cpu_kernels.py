@@ -157,7 +157,7 @@ def _kernels() -> dict:
     # the blur's taps: offsets m in [0, n) (a tap m "before" the point), the first one 0; every output
     # point sums its taps in their order, ((w0 s0 + w1 s1) + w2 s2) + ..., whichever kernel computes
     # it, so all of them give the same bits. The taps go four at a time through one loop over the
-    # points (a store per point every four taps, not per tap: about a third less time than tap by tap)
+    # points (a store per point every four taps, not per tap: a fifth to a quarter less time along z)
     @njit(inline="always")
     def add_taps(out, first, g, s0, s1, s2, s3, w0, w1, w2, w3):  # out[k] (+)= sum of g <= 4 taps w_t s_t[k]
         if first:

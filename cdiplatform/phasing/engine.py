@@ -320,7 +320,7 @@ def iterate(
                         magnitude_(rho_r, magnitude)
                     else:
                         fused["magnitude"](rho_r, magnitude)
-                blur.support_(magnitude, sw_iters[it], sw.threshold, out=support)  # overwrites magnitude
+                blur.support_(magnitude, sw_iters[it], sw.threshold, out=support)  # may overwrite magnitude
 
             if one_pass:  # transforms, projection and update block by block, no far-field buffer
                 magnitude_of_rho = (it + 1) in sw_iters  # the next shrink-wrap's |rho| in the same pass

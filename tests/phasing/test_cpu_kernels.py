@@ -139,6 +139,14 @@ def test_shrink_wrap_in_one_call_is_the_blur_the_maximum_and_the_threshold(shape
     assert 0 < int(support.sum()) < support.numel()
 
 
+def test_shrink_wrap_in_one_call_only_reads_the_magnitude():
+    x = torch.rand((3, 1, 12, 10, 9), generator=torch.Generator().manual_seed(4))
+    given = x.clone()
+    blur = GaussianBlur(x.shape, ndim=3, method="separable", device="cpu", one_pass=True)
+    blur.support_(x, 1.0, 0.2, out=torch.empty(x.shape, dtype=torch.bool))
+    assert torch.equal(x, given)
+
+
 @pytest.mark.parametrize("shape", [(17, 1, 12, 12, 12), (2, 1, 12, 20, 14)], ids=["many grids", "few grids"])
 def test_a_grid_with_a_nan_gets_no_support_as_with_torchs_maximum(shape):
     x = torch.rand(shape, generator=torch.Generator().manual_seed(2))
