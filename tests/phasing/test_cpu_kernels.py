@@ -1,5 +1,6 @@
 """The numba kernels of one pass each against torch's eager formulas, and the rule that picks them."""
 
+import json
 import os
 import subprocess
 import sys
@@ -65,6 +66,39 @@ def test_starting_numba_keeps_the_callers_torch_threads():
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"} | {"NUMBA_NUM_THREADS": "2"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
+
+
+CALL_EVERY_KERNEL = """
+import json, numpy as np, torch
+from cdiplatform.phasing import cpu_kernels
+from cdiplatform.phasing.blur import gaussian_taps
+rho = torch.randn((2, 1, 6, 5, 4), dtype=torch.complex64)
+amp, mag = torch.rand((2, 1, 6, 5, 4)), torch.empty((2, 1, 6, 5, 4))
+inside = mag > 0.5
+cpu_kernels.modulus_(rho.clone(), amp)
+cpu_kernels.modulus_(rho.clone(), amp, amp > 0.2)
+cpu_kernels.update_(rho.clone(), rho, inside, "HIO", 0.9)
+cpu_kernels.update_(rho.clone(), rho, inside, "HIO", 0.9, magnitude=mag)
+cpu_kernels.magnitude_(rho, mag)
+taps = [(np.array([m for m, _ in t]), np.array([w for _, w in t], dtype=np.float32))
+        for t in (gaussian_taps(n, 1.0) for n in mag.shape[-3:])]
+cpu_kernels.convolve_axis_(amp, mag, -1, *taps[2])
+cpu_kernels.convolve_axis_(amp, mag, -2, *taps[1])
+cpu_kernels.shrink_wrap_(amp, mag, inside, taps, 0.2)
+stats = {name: k.stats for name, k in cpu_kernels._kernels().items()}
+print(json.dumps({name: [sum(s.cache_hits.values()), sum(s.cache_misses.values())] for name, s in stats.items()}))
+"""
+
+
+def test_a_second_process_loads_every_kernel_from_numbas_cache():
+    # kernels defined inside a function close over the helpers they inline, and numba's cache keys a
+    # function by its closure's pickled values, new in every process: each worker compiled them again
+    first = subprocess.run([sys.executable, "-c", CALL_EVERY_KERNEL], capture_output=True, text=True, check=True)
+    assert first.stdout  # compiled or loaded, whatever the cache held
+    second = subprocess.run([sys.executable, "-c", CALL_EVERY_KERNEL], capture_output=True, text=True, check=True)
+    counts = json.loads(second.stdout)
+    assert {name: misses for name, (_, misses) in counts.items() if misses} == {}
+    assert all(hits > 0 for hits, _ in counts.values())
 
 
 @pytest.mark.parametrize("masked", [False, True])
