@@ -69,9 +69,9 @@ def test_starting_numba_keeps_the_callers_torch_threads():
 
 
 CALL_EVERY_KERNEL = """
-import json, numpy as np, torch
+import json, torch
 from cdiplatform.phasing import cpu_kernels
-from cdiplatform.phasing.blur import gaussian_taps
+from cdiplatform.phasing.blur import GaussianBlur
 rho = torch.randn((2, 1, 6, 5, 4), dtype=torch.complex64)
 amp, mag = torch.rand((2, 1, 6, 5, 4)), torch.empty((2, 1, 6, 5, 4))
 inside = mag > 0.5
@@ -80,11 +80,9 @@ cpu_kernels.modulus_(rho.clone(), amp, amp > 0.2)
 cpu_kernels.update_(rho.clone(), rho, inside, "HIO", 0.9)
 cpu_kernels.update_(rho.clone(), rho, inside, "HIO", 0.9, magnitude=mag)
 cpu_kernels.magnitude_(rho, mag)
-taps = [(np.array([m for m, _ in t]), np.array([w for _, w in t], dtype=np.float32))
-        for t in (gaussian_taps(n, 1.0) for n in mag.shape[-3:])]
-cpu_kernels.convolve_axis_(amp, mag, -1, *taps[2])
-cpu_kernels.convolve_axis_(amp, mag, -2, *taps[1])
-cpu_kernels.shrink_wrap_(amp, mag, inside, taps, 0.2)
+blur = GaussianBlur(amp.shape, ndim=3, method="separable", device="cpu", one_pass=True)
+blur(amp.clone(), 1.0)  # convolve_axis_ along each axis
+blur.support_(amp, 1.0, 0.2, out=inside)  # shrink_wrap_
 stats = {name: k.stats for name, k in cpu_kernels._kernels().items()}
 print(json.dumps({name: [sum(s.cache_hits.values()), sum(s.cache_misses.values())] for name, s in stats.items()}))
 """
