@@ -4,7 +4,8 @@ Internally every array lives in the *unshifted* FFT layout (zero frequency and
 object centre at index 0), so an iteration is a bare ``fftn``/``ifftn`` pair
 with no ``fftshift`` copies (in calls whose temporaries the allocator reuses:
 :func:`~cdiplatform.phasing.transforms.unitary_fftn_` into a buffer, or with
-the numba kernels block by block without one); the data are shifted once
+the numba kernels block by block without one; grids above 32 MiB on the CPU
+by pocketfft with no temporary, :func:`~cdiplatform.phasing.transforms.resolve_fft`); the data are shifted once
 on the way in and the result once on the way out. All buffers are allocated
 once, on the device of the data, and the iteration updates them in place. The transforms are
 unitary (``norm="ortho"``), so the object comes out on the platform's scale
@@ -19,7 +20,8 @@ buffer            arrays    what
 ``rho``           1         current object, complex64, ``(S, K, *grid)`` (given)
 ``field``         1         its far field, then ``P_M rho`` (in place; eager steps
                             only: with numba, the transforms' own results for
-                            one block of at most 16 MiB at a time, two alive)
+                            one block of at most 16 MiB at a time, two alive;
+                            with pocketfft, one spare block, written in place)
 ``support``       1/8       bool (given; written by shrink-wrap)
 ``magnitude``     1/2       ``|rho|``, float32, then blurred (shrink-wrap)
 blur              1/2       the blur's own: half spectrum (``"fft"``) or a
@@ -73,7 +75,7 @@ from cdiplatform.phasing.kernels import (
     resolve_kernels,
 )
 from cdiplatform.phasing.settings import PhasingSettings
-from cdiplatform.phasing.transforms import transform_blocks, unitary_fftn, unitary_fftn_
+from cdiplatform.phasing.transforms import resolve_fft, transform_blocks, unitary_fftn, unitary_fftn_
 
 __all__ = ["IterationResult", "gaussian_transfer", "iterate", "time_to_error"]
 
@@ -107,6 +109,9 @@ class IterationResult:
         How the modulus projection, the update and the magnitude ran:
         ``"numba"`` or ``"eager"`` (:func:`~cdiplatform.phasing.kernels.resolve_kernels`).
         Record it with the run.
+    fft : str
+        The transforms' library, ``"torch"`` or ``"pocketfft"``
+        (:func:`~cdiplatform.phasing.transforms.resolve_fft`). Record it with the run.
     """
 
     obj: torch.Tensor
@@ -116,6 +121,7 @@ class IterationResult:
     blur: str | None = None
     compiled: tuple[str, ...] = ()
     kernels: str = "eager"
+    fft: str = "torch"
 
 
 def time_to_error(
@@ -172,26 +178,31 @@ def _numba_iteration(
     rho: torch.Tensor, amplitude: torch.Tensor, measured: torch.Tensor | None, support: torch.Tensor,
     rule: str, beta: float, blocks: list[tuple[slice, slice]], *, ndim: int,
     positive: torch.Tensor | None, magnitude: torch.Tensor | None, errors: np.ndarray | None,
+    spare: torch.Tensor | None = None,
 ) -> float:
     """One iteration after shrink-wrap with the numba kernels (CPU), block by block, ``rho`` in place.
 
     Per block of :func:`~cdiplatform.phasing.transforms.transform_blocks`: the far field (the
-    transform's own result, no copy), the modulus projection in place, the inverse transform, the
-    update from it (with ``|rho|`` into ``magnitude`` when given). With ``errors`` (``(S, K)``), the
-    Fourier error of the iterate entering is written into it. Returns the seconds spent on errors.
+    transform's own result, no copy; with ``spare``, a buffer of the largest block, there and in
+    place by pocketfft), the modulus projection in place, the inverse transform, the update from it
+    (with ``|rho|`` into ``magnitude`` when given). With ``errors`` (``(S, K)``), the Fourier error
+    of the iterate entering is written into it. Returns the seconds spent on errors.
     """
     seconds = 0.0
     for scans, starts in blocks:
         block = rho[scans, starts]
         a = amplitude[scans]
         m = None if measured is None else measured[scans]
-        field = unitary_fftn(block, ndim=ndim)
+        field = _far_field(block, ndim, spare)
         if errors is not None:
             t0 = time.perf_counter()
             errors[scans, starts] = fourier_error(field, a, m, ndim).numpy()
             seconds += time.perf_counter() - t0
         cpu_kernels.modulus_(field, a, m)
-        field = unitary_fftn(field, ndim=ndim, inverse=True)  # P_M rho of the block
+        if spare is None:
+            field = unitary_fftn(field, ndim=ndim, inverse=True)  # P_M rho of the block
+        else:
+            unitary_fftn_(field, field, ndim=ndim, inverse=True, fft="pocketfft")
         inside = support[scans, starts]
         if positive is not None:  # a real, non-negative object
             field.imag.zero_()
@@ -201,6 +212,14 @@ def _numba_iteration(
         cpu_kernels.update_(block, field, inside, rule, beta,
                             magnitude=None if magnitude is None else magnitude[scans, starts])
     return seconds
+
+
+def _far_field(block: torch.Tensor, ndim: int, spare: torch.Tensor | None) -> torch.Tensor:
+    """``fftn(block)``: torch's own result, or with ``spare`` into its first ``block.numel()`` voxels by pocketfft."""
+    if spare is None:
+        return unitary_fftn(block, ndim=ndim)
+    field = spare.view(-1)[: block.numel()].view(block.shape)
+    return unitary_fftn_(block, field, ndim=ndim, fft="pocketfft")
 
 
 def _synchronize(device: torch.device) -> None:
@@ -231,7 +250,9 @@ def iterate(
         ``settings.shrink_wrap.blur`` is resolved here for the data's device
         and grid (:func:`~cdiplatform.phasing.blur.resolve_blur`);
         ``settings.compile`` asks for the fused steps that pay on the device
-        (:func:`~cdiplatform.phasing.kernels.fused_steps`).
+        (:func:`~cdiplatform.phasing.kernels.fused_steps`); ``settings.fft``
+        is resolved for the device and grid
+        (:func:`~cdiplatform.phasing.transforms.resolve_fft`).
     ndim : int
         2 or 3.
     measured : torch.Tensor, bool, ``(S, 1, *grid)``, optional
@@ -263,10 +284,15 @@ def iterate(
     one_pass = resolve_kernels(device, settings.kernels) == "numba"
     if one_pass:  # numba runs every step torch.compile would fuse
         fusing = ()
+    fft = resolve_fft(device, grid, choice=settings.fft)
 
-    # numba: far fields of blocks of the batch, the transforms' own results; eager: one buffer
+    # numba: far fields of blocks of the batch, the transforms' own results (pocketfft: in place in
+    # a spare block); eager: one buffer
     field = None if one_pass else torch.empty_like(rho)
     blocks = transform_blocks(tuple(rho.shape), ndim=ndim) if one_pass else []
+    spare = None
+    if one_pass and fft == "pocketfft":
+        spare = torch.empty(max(rho[s, k].numel() for s, k in blocks), dtype=rho.dtype)
     average = torch.zeros_like(rho) if settings.average_last > 0 else None
     avg_from = n_iter - settings.average_last
 
@@ -330,11 +356,11 @@ def iterate(
                     history.append((it, time.perf_counter() - t_start - t_recording, errors))
                 t_recording += _numba_iteration(
                     rho, amplitude, measured, support, op, beta, blocks, ndim=ndim, positive=positive,
-                    magnitude=magnitude if magnitude_of_rho else None, errors=errors,
+                    magnitude=magnitude if magnitude_of_rho else None, errors=errors, spare=spare,
                 )
             else:
                 # -- modulus projection in reciprocal space
-                unitary_fftn_(rho, field, ndim=ndim)
+                unitary_fftn_(rho, field, ndim=ndim, fft=fft)
                 if record and (it % record == 0 or it == n_iter - 1):
                     _synchronize(device)
                     t_record = time.perf_counter()
@@ -355,7 +381,7 @@ def iterate(
                     torch.div(amplitude, ratio, out=ratio)
                     ratio.masked_fill_(unmeasured, 1.0)
                     field_r.mul_(ratio_r)
-                unitary_fftn_(field, field, ndim=ndim, inverse=True)  # field now holds P_M rho
+                unitary_fftn_(field, field, ndim=ndim, inverse=True, fft=fft)  # field now holds P_M rho
 
                 # -- real-space update
                 inside = support
@@ -392,13 +418,13 @@ def iterate(
         error = torch.empty(obj.shape[:2], dtype=torch.float64)
         for scans, starts in blocks:
             error[scans, starts] = fourier_error(
-                unitary_fftn(obj[scans, starts], ndim=ndim), amplitude[scans],
+                _far_field(obj[scans, starts], ndim, spare), amplitude[scans],
                 None if measured is None else measured[scans], ndim,
             )
     else:
-        unitary_fftn_(obj, field, ndim=ndim)
+        unitary_fftn_(obj, field, ndim=ndim, fft=fft)
         error = fourier_error(field, amplitude, measured, ndim)
     return IterationResult(
         obj=obj, support=support, error=error, history=history, blur=blur_method, compiled=fusing,
-        kernels="numba" if one_pass else "eager",
+        kernels="numba" if one_pass else "eager", fft=fft,
     )

@@ -50,6 +50,8 @@ class PhasingResult:
         The steps that ran fused by ``torch.compile`` (empty: all eager).
     kernels : str
         ``"numba"`` or ``"eager"``: how the elementwise steps ran (record it with the run).
+    fft : str
+        ``"torch"`` or ``"pocketfft"``: the transforms' library (record it with the run).
     """
 
     obj: np.ndarray
@@ -62,6 +64,7 @@ class PhasingResult:
     blur: str | None = None
     compiled: tuple[str, ...] = ()
     kernels: str = "eager"
+    fft: str = "torch"
 
 
 def _as_tensor(x, device, dtype) -> torch.Tensor:
@@ -355,4 +358,5 @@ def phase_retrieval(
         blur=raw.blur,
         compiled=raw.compiled,
         kernels=raw.kernels,
+        fft=raw.fft,
     )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from cdiplatform.phasing.algorithm import AlgorithmSequence, parse_algorithm
 from cdiplatform.phasing.blur import BLUR_METHODS
 from cdiplatform.phasing.kernels import KERNELS
+from cdiplatform.phasing.transforms import FFTS
 
 __all__ = ["ShrinkWrap", "TwinRemoval", "PhasingSettings"]
 
@@ -155,6 +156,14 @@ class PhasingSettings:
         in-place passes (two each); ``"auto"``, numba on a CPU where it
         loads and eager elsewhere (:func:`~cdiplatform.phasing.kernels.resolve_kernels`,
         a fixed rule; the answer is recorded with the run). Equal to float32 rounding.
+    fft : {"auto", "torch", "pocketfft"}
+        The library of the iteration's transforms: ``"torch"``, or
+        ``"pocketfft"`` (``scipy.fft``, in place; CPU only); ``"auto"``,
+        pocketfft on a CPU for a grid of more than 32 MiB (256 x 256 x 210
+        complex64 is 110 MB), where torch faults a fresh result in at every
+        call, and torch otherwise
+        (:func:`~cdiplatform.phasing.transforms.resolve_fft`, a fixed rule;
+        the answer is recorded with the run). Equal to float32 rounding.
     """
 
     algorithm: str | AlgorithmSequence = "3*(20*ER+180*HIO)+20*ER"
@@ -173,11 +182,14 @@ class PhasingSettings:
     record_every: int = 0
     compile: bool = False
     kernels: str = "auto"
+    fft: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algorithm", parse_algorithm(self.algorithm))
         if self.kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, not {self.kernels!r}")
+        if self.fft not in FFTS:
+            raise ValueError(f"fft must be one of {', '.join(map(repr, FFTS))}, not {self.fft!r}")
         if not 0.0 < self.beta <= 1.0:
             raise ValueError(f"beta must be in (0, 1], not {self.beta}")
         if self.initial_support not in ("box", "autocorrelation"):

@@ -11,7 +11,8 @@ from cdiplatform.phasing.transforms import unitary_fftn_
 __all__ = ["fft_pair_page_faults"]
 
 
-def fft_pair_page_faults(shape: tuple[int, ...], *, pairs: int = 3, warm_up: int = 3) -> tuple[float, int]:
+def fft_pair_page_faults(shape: tuple[int, ...], *, pairs: int = 3, warm_up: int = 3,
+                         fft: str = "torch") -> tuple[float, int]:
     """Minor page faults of one ``unitary_fftn_`` pair (forward, then inverse in place) in this process.
 
     Parameters
@@ -23,6 +24,8 @@ def fft_pair_page_faults(shape: tuple[int, ...], *, pairs: int = 3, warm_up: int
     warm_up : int
         Pairs run before counting: in a fresh process the heap grows during the
         first pairs (faults that a process pays once, not every pair).
+    fft : {"torch", "pocketfft"}
+        The library (:func:`~cdiplatform.phasing.transforms.resolve_fft`).
 
     Returns
     -------
@@ -34,8 +37,8 @@ def fft_pair_page_faults(shape: tuple[int, ...], *, pairs: int = 3, warm_up: int
     out = torch.empty_like(x)
 
     def pair() -> None:
-        unitary_fftn_(x, out, ndim=3)
-        unitary_fftn_(out, out, ndim=3, inverse=True)
+        unitary_fftn_(x, out, ndim=3, fft=fft)
+        unitary_fftn_(out, out, ndim=3, inverse=True, fft=fft)
 
     for _ in range(warm_up):
         pair()

@@ -10,7 +10,9 @@ each round times, one after the other,
 - the floor: the engine's ``fftn`` + ``ifftn`` pair on CPU (complex64,
   unitary, block by block, each transform's own result and no copy:
   :func:`~cdiplatform.phasing.transforms.unitary_fftn` over
-  :func:`~cdiplatform.phasing.transforms.transform_blocks`), and beside it,
+  :func:`~cdiplatform.phasing.transforms.transform_blocks`; for a grid
+  above 32 MiB, pocketfft's pair in place, the library the engine's rule
+  takes there, :func:`~cdiplatform.phasing.transforms.resolve_fft`), and beside it,
   for reference, the pair into a preallocated buffer (the engine's before
   2026-12-03 afternoon, :func:`~cdiplatform.phasing.transforms.unitary_fftn_`,
   which copies every result once more) and as single torch calls (which
@@ -53,7 +55,7 @@ import torch
 
 from cdiplatform.phasing import PhasingSettings, ShrinkWrap, resolve_blur
 from cdiplatform.phasing.engine import iterate
-from cdiplatform.phasing.transforms import transform_blocks, unitary_fftn, unitary_fftn_
+from cdiplatform.phasing.transforms import resolve_fft, transform_blocks, unitary_fftn, unitary_fftn_
 from cdiplatform.pipeline.cluster.threads import ALLOCATOR_ENV
 
 CASES = {"64": ((64, 64, 64), 16), "128": ((128, 128, 128), 2), "scan54": ((256, 256, 210), 1)}
@@ -79,14 +81,19 @@ def fft_pair_seconds(rho, buf, n, *, how=None):
     """Seconds of one unitary ``fftn`` + ``ifftn`` pair of ``rho`` (mean of ``n``): ``"blocks"`` the
     engine's on CPU (block by block, no copy), ``"buffer"`` into ``buf`` in bounded calls (the
     engine's on other devices, where it is one call: the default there), ``"single"`` into ``buf``
-    in one torch call each."""
+    in one torch call each, ``"pocketfft"`` both in place in ``buf`` (the engine's library on CPU
+    for grids above 32 MiB, :func:`~cdiplatform.phasing.transforms.resolve_fft`; without the copy
+    into the buffer that the engine makes)."""
     dims = (-3, -2, -1)
     how = how or ("blocks" if rho.device.type == "cpu" else "buffer")
     blocks = transform_blocks(tuple(rho.shape), ndim=3)
     sync(rho.device)
     t0 = time.perf_counter()
     for _ in range(n):
-        if how == "single":
+        if how == "pocketfft":
+            unitary_fftn_(buf, buf, ndim=3, fft="pocketfft")
+            unitary_fftn_(buf, buf, ndim=3, inverse=True, fft="pocketfft")
+        elif how == "single":
             torch.fft.fftn(rho, dim=dims, norm="ortho", out=buf)
             torch.fft.ifftn(buf, dim=dims, norm="ortho", out=buf)
         elif how == "buffer":
@@ -183,12 +190,14 @@ def measure_case(grid, batch, *, rounds: int, n: int, compile_: bool) -> dict:
     fft_pair_seconds(rho, buf, 2)  # plans
     for shrink, comp in variants.values():
         iteration_seconds(amp, rho, sup, shrink, 1, comp)  # warm-up
-    pair, buffered, single, ratios = [], [], [], {k: [] for k in variants}
+    library = resolve_fft("cpu", grid)
+    pair, buffered, single, torch_pair, ratios = [], [], [], [], {k: [] for k in variants}
     seconds = {k: [] for k in variants}
     for _ in range(rounds):
         single.append(fft_pair_seconds(rho, buf, n, how="single"))
         buffered.append(fft_pair_seconds(rho, buf, n, how="buffer"))
-        p = fft_pair_seconds(rho, buf, n)
+        torch_pair.append(fft_pair_seconds(rho, buf, n))
+        p = torch_pair[-1] if library == "torch" else fft_pair_seconds(rho, buf, n, how="pocketfft")
         pair.append(p)
         for name, (shrink, comp) in variants.items():
             seconds[name].append(iteration_seconds(amp, rho, sup, shrink, n, comp))
@@ -207,7 +216,8 @@ def measure_case(grid, batch, *, rounds: int, n: int, compile_: bool) -> dict:
             "ms": float(np.median(seconds[name])) * 1e3,
         }
     return {"pair_ms": float(np.median(pair)) * 1e3, "buffered_ms": float(np.median(buffered)) * 1e3,
-            "single_calls_ms": float(np.median(single)) * 1e3, "ratios": stats}
+            "single_calls_ms": float(np.median(single)) * 1e3, "torch_blocks_ms": float(np.median(torch_pair)) * 1e3,
+            "fft": library, "ratios": stats}
 
 
 def with_workers_allocator() -> None:
@@ -244,9 +254,10 @@ def main() -> None:
         )
         rule = resolve_blur("cpu", grid)
         name = f"{'x'.join(map(str, grid))} x {batch}"
-        print(f"\n{name}: FFT pair {results[case]['pair_ms']:.1f} ms (median; into a buffer"
-              f" {results[case]['buffered_ms']:.1f} ms, as single torch calls"
-              f" {results[case]['single_calls_ms']:.1f} ms); the rule's blur: {rule}")
+        r = results[case]
+        print(f"\n{name}: FFT pair {r['pair_ms']:.1f} ms by {r['fft']} (median; torch in blocks"
+              f" {r['torch_blocks_ms']:.1f} ms, into a buffer {r['buffered_ms']:.1f} ms, as single torch calls"
+              f" {r['single_calls_ms']:.1f} ms); the rule's blur: {rule}")
         print(f"{'variant':>18} {'x pair':>7} {'IQR':>13} {'halves':>13} {'differ':>7} {'ms':>8}")
         for variant, st in results[case]["ratios"].items():
             mark = "*" if variant.endswith(rule) else " "

@@ -68,9 +68,10 @@ CASES = [
 @pytest.mark.parametrize("kw", CASES)
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("kernels", ["eager", "numba"])
-def test_in_place_steps_are_the_textbook_iteration(batch, kw, masked, kernels):
+@pytest.mark.parametrize("fft", ["torch", "pocketfft"])
+def test_in_place_steps_are_the_textbook_iteration(batch, kw, masked, kernels, fft):
     amp, rho0, sup0 = batch
-    kw = {"shrink_wrap": None, "twin": None, "kernels": kernels, **kw}
+    kw = {"shrink_wrap": None, "twin": None, "kernels": kernels, "fft": fft, **kw}
     settings = PhasingSettings(**kw)
     measured = None
     if masked:
@@ -86,7 +87,7 @@ def test_in_place_steps_are_the_textbook_iteration(batch, kw, masked, kernels):
     )  # float32 rounding grown over 16 iterations: the numba phase factor a / sqrt(re^2 + im^2) and
     # torch's sgn differ by an ulp, which HIO amplifies (past 1e-4 of the peak on an AVX-512 machine); a
     # wrong step differs by the order of the peak
-    assert out.compiled == () and out.kernels == kernels
+    assert out.compiled == () and out.kernels == kernels and out.fft == fft
 
 
 @pytest.mark.parametrize("period", [1, 2])
@@ -105,9 +106,12 @@ def test_numba_shrink_wrap_from_the_updates_magnitude_is_the_eager_one(batch, pe
     np.testing.assert_allclose(numba.obj.numpy(), eager.obj.numpy(), rtol=0, atol=5e-4 * scale)
 
 
+@pytest.mark.parametrize("fft", ["torch", "pocketfft"])
 @pytest.mark.parametrize("positivity", [False, True])
 @pytest.mark.parametrize("grids_a_block", [3, 2, 1])  # whole scans; two starts, then one; single starts
-def test_numba_iteration_block_by_block_gives_the_bits_of_one_block(batch, monkeypatch, grids_a_block, positivity):
+def test_numba_iteration_block_by_block_gives_the_bits_of_one_block(
+    batch, monkeypatch, grids_a_block, positivity, fft
+):
     # the numba path transforms, projects and updates the batch in blocks of at most CALL_BYTES (2 scans x
     # 3 starts of 16^3 here): every block must get its own scans' amplitude and mask, errors and |rho|
     amp, rho0, sup0 = batch
@@ -115,7 +119,8 @@ def test_numba_iteration_block_by_block_gives_the_bits_of_one_block(batch, monke
     measured[..., :2, :2, :3] = False
     measured[1, ..., 5:8, :2, :3] = False  # each scan its own mask
     settings = PhasingSettings(
-        algorithm="3*ER+6*HIO+3*RAAR", kernels="numba", positivity=positivity, record_every=5, average_last=2,
+        algorithm="3*ER+6*HIO+3*RAAR", kernels="numba", fft=fft, positivity=positivity, record_every=5,
+        average_last=2,
         twin=TwinRemoval(iteration=2), shrink_wrap=ShrinkWrap(threshold=0.2, start=0, blur="separable"),
     )
     whole = iterate(amp, rho0.clone(), sup0.clone(), settings, ndim=3, measured=measured)

@@ -64,6 +64,19 @@ def test_plan_and_compute(padded_collection):
     assert np.all(np.isfinite(res.values["llk"][ok]))
     # the model-grid crop is the centre of the full result
     np.testing.assert_array_equal(res.values["amplitude_model"][0], res.values["amplitude"][0, 8:24, 8:24])
+    assert list(res.values["fft"]) == ["torch"] * 4  # the rule's library for a small grid, kept per scan
+
+
+def test_the_transforms_library_is_a_parameter_recorded_with_each_scan(padded_collection):
+    stage = get_stage("reconstruct")()
+    chi = {}
+    for fft in ("torch", "pocketfft"):
+        params = _params(stage, algorithm="20*ER", n_starts=1, average_last=0, fft=fft)
+        rngs = [np.random.default_rng([1, i]) for i in range(4)]  # the same starts for both
+        res = stage.compute(params, {"collection": padded_collection}, np.arange(4), rngs)
+        assert not res.failed and list(res.values["fft"]) == [fft] * 4
+        chi[fft] = res.values["chi"]
+    np.testing.assert_allclose(chi["pocketfft"], chi["torch"], rtol=1e-4)  # float32 rounding (ER does not amplify it)
 
 
 def test_results_do_not_depend_on_chunking(padded_collection):

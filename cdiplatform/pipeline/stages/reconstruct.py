@@ -8,9 +8,10 @@ and writes per scan:
 - ``amplitude`` (normalized to a maximum of 1), ``phase`` (radians, weighted
   mean phase 0), ``support`` (uint8) on the collection's grid;
 - ``chi`` (reciprocal-space error, :func:`cdiplatform.physics.metrics.chi_square`),
-  ``llk`` (Poisson deviance per pixel), ``iterations``; ``blur`` and
-  ``kernels``, how the shrink-wrap blurred and how the elementwise steps ran
-  (rules of device, grid and install, kept with the run);
+  ``llk`` (Poisson deviance per pixel), ``iterations``; ``blur``,
+  ``kernels`` and ``fft``, how the shrink-wrap blurred, how the elementwise
+  steps ran and which library transformed (rules of device, grid and
+  install, kept with the run);
 - where the collection is finer than the model grid (a zero-padded
   collection: attribute ``model_grid``, or the parameter ``model_size``):
   ``amplitude_model`` and ``phase_model`` on dims ``y_model, x_model``
@@ -113,7 +114,7 @@ def _phase_in_batches(amplitude, params, *, ndim, measured, rngs, device, start,
     errors = (np.concatenate([np.stack([h[2] for h in p.history], axis=1) for p in parts]) if parts[0].history
               else np.zeros((n, 0, params.phasing.n_starts)))
     result = PhasingResult(**joined, iterations=parts[0].iterations, history=[], blur=parts[0].blur,
-                           compiled=parts[0].compiled, kernels=parts[0].kernels)
+                           compiled=parts[0].compiled, kernels=parts[0].kernels, fft=parts[0].fft)
     return result, size, seconds.reshape(n, -1), errors
 
 
@@ -251,7 +252,10 @@ class Reconstruct(Stage):
                                                              "(a rule of device and grid, kept with the run)"}),
                  "kernels": Var((), (), "str", {"long_name": "how the elementwise steps ran: numba (one pass "
                                                             "each, CPU) or eager (torch), a rule of device and "
-                                                            "install (cdiplatform.phasing.kernels.resolve_kernels)"})}
+                                                            "install (cdiplatform.phasing.kernels.resolve_kernels)"}),
+                     "fft": Var((), (), "str", {"long_name": "the transforms' library: torch or pocketfft (scipy.fft, "
+                                                        "in place), a rule of device and grid "
+                                                        "(cdiplatform.phasing.transforms.resolve_fft)"})}
         coords = {d: (d, np.asarray(ds[d].values)) for d in outputs.dims if d in ds.coords}
         resolution = _resolution_variables(params, ds)
         variables.update(resolution)
@@ -281,6 +285,7 @@ class Reconstruct(Stage):
         out = outputs.blank(n)
         out["blur"] = np.full(n, "", dtype=object)
         out["kernels"] = np.full(n, "", dtype=object)
+        out["fft"] = np.full(n, "", dtype=object)
         resolution = _resolution_variables(params, ds)
         out.update(blank_values(resolution, n))
         failed = refuse_without_signal(intensity, index)
@@ -311,6 +316,7 @@ class Reconstruct(Stage):
             outputs.put(out, i, res.obj[j], res.support[j], chi=res.error[j], llk=llk[j], iterations=res.iterations)
             out["blur"][i] = res.blur or ""
             out["kernels"][i] = res.kernels
+            out["fft"][i] = res.fft
             if "history_chi" in out:
                 out["history_seconds"][i] = hist_seconds[j]
                 out["history_chi"][i] = hist_errors[j, :, int(res.best[j, 0])]
