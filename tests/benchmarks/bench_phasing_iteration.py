@@ -30,8 +30,8 @@ machine's load between rounds cancels; the table gives the median ratio over
 the rounds, its spread (the interquartile range) and the medians of the
 first and the second half of the rounds: when those two differ by more than
 10%, take more rounds (or a quieter machine). The load average is printed
-before and after. The script runs under the allocator settings of the
-platform's workers (:data:`~cdiplatform.pipeline.cluster.threads.ALLOCATOR_ENV`,
+before and after. The script runs under the allocator and OpenMP settings of the
+platform's workers (:func:`~cdiplatform.pipeline.cluster.threads.worker_env`,
 executing itself again with them where they are missing).
 
 Peak memory: a fresh subprocess runs 20 iterations of HIO + shrink-wrap +
@@ -56,7 +56,7 @@ import torch
 from cdiplatform.phasing import PhasingSettings, ShrinkWrap, resolve_blur
 from cdiplatform.phasing.engine import iterate
 from cdiplatform.phasing.transforms import resolve_fft, transform_blocks, unitary_fftn, unitary_fftn_
-from cdiplatform.pipeline.cluster.threads import ALLOCATOR_ENV
+from cdiplatform.pipeline.cluster.threads import worker_env
 
 CASES = {"64": ((64, 64, 64), 16), "128": ((128, 128, 128), 2), "scan54": ((256, 256, 210), 1)}
 
@@ -220,20 +220,23 @@ def measure_case(grid, batch, *, rounds: int, n: int, compile_: bool) -> dict:
             "fft": library, "ratios": stats}
 
 
-def with_workers_allocator() -> None:
-    """Run this script again under the allocator settings of the platform's workers, if not yet.
+def with_workers_env() -> None:
+    """Run this script again under the allocator and OpenMP settings of the platform's workers
+    (:func:`~cdiplatform.pipeline.cluster.threads.worker_env`), if not yet.
 
     Without them glibc maps every transform temporary of 32 MiB or more afresh, and smaller ones
     depending on the sizes freed before (measured here: 16,000 page faults a pair of 16 x 64^3 in
-    blocks of 16 MiB after smaller blocks had run): the engine would be timed as no worker runs it.
+    blocks of 16 MiB after smaller blocks had run), and OpenMP's threads spin for milliseconds after
+    each numba kernel beside pocketfft's: the engine would be timed as no worker runs it.
     """
-    if all(os.environ.get(k) == v for k, v in ALLOCATOR_ENV.items()):
+    env = worker_env()
+    if all(os.environ.get(k) == v for k, v in env.items()):
         return
-    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **ALLOCATOR_ENV})
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **env})
 
 
 def main() -> None:
-    with_workers_allocator()
+    with_workers_env()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=12)
@@ -244,7 +247,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device cpu, rounds {args.rounds}, "
-          f"allocator {' '.join(f'{k}={v}' for k, v in ALLOCATOR_ENV.items())} (the workers')")
+          f"environment {' '.join(f'{k}={v}' for k, v in worker_env().items())} (the workers')")
     print(f"load average before: {loadavg()}")
     results = {}
     for case in args.cases.split(","):

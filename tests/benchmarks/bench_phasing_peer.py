@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_phasing_iteration import with_workers_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "aps34idc-au111-scan54"
@@ -260,6 +261,7 @@ def main() -> None:
     ap.add_argument("--no-nice", action="store_true")
     ap.add_argument("--prepare", action="store_true", help="only install the peer and write the array")
     args = ap.parse_args()
+    with_workers_env()  # ours runs in this process: as a worker of the platform would
     if not args.no_nice:
         os.nice(19)
     backends = [b for b in args.backends.split(",") if b]

@@ -30,7 +30,7 @@ from cdiplatform.pipeline.cluster import (
 from cdiplatform.pipeline.cluster.pools import worker_resources
 from cdiplatform.pipeline.cluster.resources import declare_resources
 from cdiplatform.pipeline.cluster.slurm import slurm_pools
-from cdiplatform.pipeline.cluster.threads import ALLOCATOR_ENV, PROFILE_INTERVAL, profile_interval
+from cdiplatform.pipeline.cluster.threads import ALLOCATOR_ENV, OPENMP_ENV, PROFILE_INTERVAL, profile_interval
 from cdiplatform.testing import require
 from cdiplatform.testing.page_faults import fft_pair_page_faults
 from cdiplatform.testing.slurm import gres_conf, slurm_conf
@@ -55,6 +55,7 @@ def _check_thread_share(client, *, workers: int) -> None:
         assert entry["torch"] == share
         assert entry["omp"] == str(share)
         assert entry["allocator"] == ALLOCATOR_ENV  # not distributed's MALLOC_TRIM_THRESHOLD_=65536
+        assert entry["openmp"] == OPENMP_ENV  # OpenMP's threads spin briefly beside pocketfft's
         assert entry["profile_interval"] == PROFILE_INTERVAL  # not distributed's 10 ms
 
 

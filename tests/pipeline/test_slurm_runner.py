@@ -15,7 +15,7 @@ from distributed import get_task_stream
 
 from cdiplatform import open_catalog
 from cdiplatform.pipeline.cluster import connect, gpu_resources, task_resources, thread_report, tunnel_command
-from cdiplatform.pipeline.cluster.threads import ALLOCATOR_ENV, PROFILE_INTERVAL
+from cdiplatform.pipeline.cluster.threads import ALLOCATOR_ENV, OPENMP_ENV, PROFILE_INTERVAL
 from cdiplatform.pipeline.job import load_job
 from cdiplatform.pipeline.runner import run_job
 from cdiplatform.testing.conformance import assert_runs_identical
@@ -183,6 +183,7 @@ def test_torch_stages_run_on_gpu_jobs_the_others_anywhere(slurm, require, repo_r
         report = thread_report(client).values()
         assert {e["torch"] for e in report} == {1}
         assert all(e["allocator"] == ALLOCATOR_ENV for e in report)  # the job script's, not distributed's
+        assert all(e["openmp"] == OPENMP_ENV for e in report)
         assert {e["profile_interval"] for e in report} == {PROFILE_INTERVAL}
         assert task_resources(client, uses_torch=True) == {"GPU": 1}
         names = {addr: w["name"] for addr, w in client.scheduler_info(n_workers=-1)["workers"].items()}

@@ -12,11 +12,11 @@ from cdiplatform.pipeline.cluster.handle import ClusterHandle
 from cdiplatform.pipeline.cluster.resources import declare_resources
 from cdiplatform.pipeline.cluster.slurm_config import SlurmFile, read_slurm_file
 from cdiplatform.pipeline.cluster.threads import (
-    ALLOCATOR_ENV,
     PLUGIN_NAME,
     THREAD_ENV_VARS,
     ThreadLimits,
     profile_env,
+    worker_env,
 )
 
 __all__ = ["DEFAULT_SLURM_CONFIG", "connect_slurm", "slurm_pools"]
@@ -76,7 +76,7 @@ def slurm_pools(paths: list[str] | None, *, jobs: int | None = None,
         processes = int(setting("processes") or 1)
         share = max(1, int(cores) // processes)
         prologue = list(setting("job-script-prologue") or [])
-        env = [*((v, share) for v in THREAD_ENV_VARS), *ALLOCATOR_ENV.items(), *profile_env().items()]
+        env = [*((v, share) for v in THREAD_ENV_VARS), *worker_env().items(), *profile_env().items()]
         for var, value in env:
             if not any(line.lstrip().startswith(f"export {var}=") for line in prologue):
                 prologue.append(f"export {var}={value}")
