@@ -56,7 +56,9 @@ import torch
 from cdiplatform.phasing import PhasingSettings, ShrinkWrap, resolve_blur
 from cdiplatform.phasing.engine import iterate
 from cdiplatform.phasing.transforms import resolve_fft, transform_blocks, unitary_fftn, unitary_fftn_
-from cdiplatform.pipeline.cluster.threads import worker_env
+
+#: the variables of :func:`~cdiplatform.pipeline.cluster.threads.worker_env`, printed
+WORKER_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GOMP_SPINCOUNT")
 
 CASES = {"64": ((64, 64, 64), 16), "128": ((128, 128, 128), 2), "scan54": ((256, 256, 210), 1)}
 
@@ -229,6 +231,8 @@ def with_workers_env() -> None:
     blocks of 16 MiB after smaller blocks had run), and OpenMP's threads spin for milliseconds after
     each numba kernel beside pocketfft's: the engine would be timed as no worker runs it.
     """
+    from cdiplatform.pipeline.cluster.threads import worker_env  # dask's package: not on a GPU machine
+
     env = worker_env()
     if all(os.environ.get(k) == v for k, v in env.items()):
         return
@@ -247,7 +251,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device cpu, rounds {args.rounds}, "
-          f"environment {' '.join(f'{k}={v}' for k, v in worker_env().items())} (the workers')")
+          f"environment {' '.join(f'{k}={os.environ[k]}' for k in WORKER_VARS)} (the workers')")
     print(f"load average before: {loadavg()}")
     results = {}
     for case in args.cases.split(","):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_phasing_iteration import with_workers_env
 
 from cdiplatform.phasing import auto_batch_size, phase_retrieval, recipe
 
@@ -108,6 +109,8 @@ def main() -> None:
     ap.add_argument("--n1", type=int, default=3)
     ap.add_argument("--n2", type=int, default=8)
     args = ap.parse_args()
+    if args.device == "cpu":
+        with_workers_env()  # as a worker of the platform runs it
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.device}, threads {torch.get_num_threads()}")
     print(f"load average before: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
