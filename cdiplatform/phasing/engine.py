@@ -21,7 +21,7 @@ buffer            arrays    what
 ``field``         1         its far field, then ``P_M rho`` (in place; eager steps
                             only: with numba, the transforms' own results for
                             one block of at most 16 MiB at a time, two alive;
-                            with pocketfft, one spare block, written in place)
+                            with pocketfft, one spare block, both transforms there)
 ``support``       1/8       bool (given; written by shrink-wrap)
 ``magnitude``     1/2       ``|rho|``, float32, then blurred (shrink-wrap)
 blur              1/2       the blur's own: half spectrum (``"fft"``) or a
@@ -183,8 +183,8 @@ def _numba_iteration(
     """One iteration after shrink-wrap with the numba kernels (CPU), block by block, ``rho`` in place.
 
     Per block of :func:`~cdiplatform.phasing.transforms.transform_blocks`: the far field (the
-    transform's own result, no copy; with ``spare``, a buffer of the largest block, there and in
-    place by pocketfft), the modulus projection in place, the inverse transform, the update from it
+    transform's own result, no copy; with ``spare``, a buffer of the largest block, there by
+    pocketfft, the inverse in place), the modulus projection in place, the inverse transform, the update from it
     (with ``|rho|`` into ``magnitude`` when given). With ``errors`` (``(S, K)``), the Fourier error
     of the iterate entering is written into it. Returns the seconds spent on errors.
     """
@@ -193,16 +193,13 @@ def _numba_iteration(
         block = rho[scans, starts]
         a = amplitude[scans]
         m = None if measured is None else measured[scans]
-        field = _far_field(block, ndim, spare)
+        field = _block_fft(block, ndim, spare)
         if errors is not None:
             t0 = time.perf_counter()
             errors[scans, starts] = fourier_error(field, a, m, ndim).numpy()
             seconds += time.perf_counter() - t0
         cpu_kernels.modulus_(field, a, m)
-        if spare is None:
-            field = unitary_fftn(field, ndim=ndim, inverse=True)  # P_M rho of the block
-        else:
-            unitary_fftn_(field, field, ndim=ndim, inverse=True, fft="pocketfft")
+        field = _block_fft(field, ndim, spare, inverse=True)  # P_M rho of the block
         inside = support[scans, starts]
         if positive is not None:  # a real, non-negative object
             field.imag.zero_()
@@ -214,12 +211,13 @@ def _numba_iteration(
     return seconds
 
 
-def _far_field(block: torch.Tensor, ndim: int, spare: torch.Tensor | None) -> torch.Tensor:
-    """``fftn(block)``: torch's own result, or with ``spare`` into its first ``block.numel()`` voxels by pocketfft."""
+def _block_fft(block: torch.Tensor, ndim: int, spare: torch.Tensor | None, *, inverse: bool = False) -> torch.Tensor:
+    """``fftn(block)`` (or ``ifftn``): torch's own result, or with ``spare`` by pocketfft into its first
+    ``block.numel()`` voxels (in place when ``block`` already lies there)."""
     if spare is None:
-        return unitary_fftn(block, ndim=ndim)
-    field = spare.view(-1)[: block.numel()].view(block.shape)
-    return unitary_fftn_(block, field, ndim=ndim, fft="pocketfft")
+        return unitary_fftn(block, ndim=ndim, inverse=inverse)
+    out = spare.view(-1)[: block.numel()].view(block.shape)
+    return unitary_fftn_(block, out, ndim=ndim, inverse=inverse, fft="pocketfft")
 
 
 def _synchronize(device: torch.device) -> None:
@@ -286,8 +284,8 @@ def iterate(
         fusing = ()
     fft = resolve_fft(device, grid, choice=settings.fft)
 
-    # numba: far fields of blocks of the batch, the transforms' own results (pocketfft: in place in
-    # a spare block); eager: one buffer
+    # numba: far fields of blocks of the batch, the transforms' own results (pocketfft: in a spare
+    # block); eager: one buffer
     field = None if one_pass else torch.empty_like(rho)
     blocks = transform_blocks(tuple(rho.shape), ndim=ndim) if one_pass else []
     spare = None
@@ -418,7 +416,7 @@ def iterate(
         error = torch.empty(obj.shape[:2], dtype=torch.float64)
         for scans, starts in blocks:
             error[scans, starts] = fourier_error(
-                _far_field(obj[scans, starts], ndim, spare), amplitude[scans],
+                _block_fft(obj[scans, starts], ndim, spare), amplitude[scans],
                 None if measured is None else measured[scans], ndim,
             )
     else:

@@ -158,7 +158,8 @@ class PhasingSettings:
         a fixed rule; the answer is recorded with the run). Equal to float32 rounding.
     fft : {"auto", "torch", "pocketfft"}
         The library of the iteration's transforms: ``"torch"``, or
-        ``"pocketfft"`` (``scipy.fft``, in place; CPU only); ``"auto"``,
+        ``"pocketfft"`` (``scipy.fft``'s library, into a kept buffer with no
+        temporary; CPU only); ``"auto"``,
         pocketfft on a CPU for a grid of more than 32 MiB (256 x 256 x 210
         complex64 is 110 MB), where torch faults a fresh result in at every
         call, and torch otherwise

@@ -38,7 +38,7 @@ __all__ = ["CALL_BYTES", "FFTS", "IN_PLACE_BYTES", "resolve_fft", "transform_blo
 #: the largest array one CPU transform call takes, bytes (glibc's largest mmap threshold is 32 MiB)
 CALL_BYTES = 16 << 20
 
-#: on the CPU, grids of more bytes than this are transformed in place by pocketfft (:func:`resolve_fft`)
+#: on the CPU, grids of more bytes than this are transformed by pocketfft (:func:`resolve_fft`)
 IN_PLACE_BYTES = 32 << 20
 
 #: the choices of ``PhasingSettings.fft``
@@ -48,7 +48,7 @@ FFTS = ("auto", "torch", "pocketfft")
 def resolve_fft(device, grid: tuple[int, ...], *, choice: str = "auto", itemsize: int = 8) -> str:
     """Which library transforms an iteration: ``"torch"`` or ``"pocketfft"``, a fixed rule of device and grid.
 
-    ``"auto"``: on the CPU, ``"pocketfft"`` (``scipy.fft``, in place) for a
+    ``"auto"``: on the CPU, ``"pocketfft"`` (``scipy.fft``'s library, into a kept buffer) for a
     grid of more than :data:`IN_PLACE_BYTES` (the scan-54 grid, 256 x 256 x
     210 complex64, is 110 MB), where every torch call faults a fresh result
     in; ``"torch"`` for smaller grids and on every other device. Record the

@@ -57,9 +57,6 @@ from cdiplatform.phasing import PhasingSettings, ShrinkWrap, resolve_blur
 from cdiplatform.phasing.engine import iterate
 from cdiplatform.phasing.transforms import resolve_fft, transform_blocks, unitary_fftn, unitary_fftn_
 
-#: the variables of :func:`~cdiplatform.pipeline.cluster.threads.worker_env`, printed
-WORKER_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GOMP_SPINCOUNT")
-
 CASES = {"64": ((64, 64, 64), 16), "128": ((128, 128, 128), 2), "scan54": ((256, 256, 210), 1)}
 
 
@@ -84,8 +81,7 @@ def fft_pair_seconds(rho, buf, n, *, how=None):
     engine's on CPU (block by block, no copy), ``"buffer"`` into ``buf`` in bounded calls (the
     engine's on other devices, where it is one call: the default there), ``"single"`` into ``buf``
     in one torch call each, ``"pocketfft"`` both in place in ``buf`` (the engine's library on CPU
-    for grids above 32 MiB, :func:`~cdiplatform.phasing.transforms.resolve_fft`; without the copy
-    into the buffer that the engine makes)."""
+    for grids above 32 MiB, :func:`~cdiplatform.phasing.transforms.resolve_fft`)."""
     dims = (-3, -2, -1)
     how = how or ("blocks" if rho.device.type == "cpu" else "buffer")
     blocks = transform_blocks(tuple(rho.shape), ndim=3)
@@ -222,25 +218,26 @@ def measure_case(grid, batch, *, rounds: int, n: int, compile_: bool) -> dict:
             "fft": library, "ratios": stats}
 
 
-def with_workers_env() -> None:
+def with_workers_env() -> dict[str, str]:
     """Run this script again under the allocator and OpenMP settings of the platform's workers
     (:func:`~cdiplatform.pipeline.cluster.threads.worker_env`), if not yet.
 
     Without them glibc maps every transform temporary of 32 MiB or more afresh, and smaller ones
     depending on the sizes freed before (measured here: 16,000 page faults a pair of 16 x 64^3 in
     blocks of 16 MiB after smaller blocks had run), and OpenMP's threads spin for milliseconds after
-    each numba kernel beside pocketfft's: the engine would be timed as no worker runs it.
+    each numba kernel beside pocketfft's: the engine would be timed as no worker runs it. Returns
+    those settings (once they are this process's).
     """
     from cdiplatform.pipeline.cluster.threads import worker_env  # dask's package: not on a GPU machine
 
     env = worker_env()
     if all(os.environ.get(k) == v for k, v in env.items()):
-        return
+        return env
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **env})
 
 
 def main() -> None:
-    with_workers_env()
+    env = with_workers_env()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=12)
@@ -251,7 +248,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device cpu, rounds {args.rounds}, "
-          f"environment {' '.join(f'{k}={os.environ[k]}' for k in WORKER_VARS)} (the workers')")
+          f"environment {' '.join(f'{k}={v}' for k, v in env.items())} (the workers')")
     print(f"load average before: {loadavg()}")
     results = {}
     for case in args.cases.split(","):

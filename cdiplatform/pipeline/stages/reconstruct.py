@@ -253,8 +253,8 @@ class Reconstruct(Stage):
                  "kernels": Var((), (), "str", {"long_name": "how the elementwise steps ran: numba (one pass "
                                                             "each, CPU) or eager (torch), a rule of device and "
                                                             "install (cdiplatform.phasing.kernels.resolve_kernels)"}),
-                     "fft": Var((), (), "str", {"long_name": "the transforms' library: torch or pocketfft (scipy.fft, "
-                                                        "in place), a rule of device and grid "
+                     "fft": Var((), (), "str", {"long_name": "the transforms' library: torch or pocketfft (scipy.fft's, "
+                                                        "into a kept buffer), a rule of device and grid "
                                                         "(cdiplatform.phasing.transforms.resolve_fft)"})}
         coords = {d: (d, np.asarray(ds[d].values)) for d in outputs.dims if d in ds.coords}
         resolution = _resolution_variables(params, ds)
