@@ -1,13 +1,14 @@
 """Run the peer cohere-core on scan 54; executed with the peer's own venv python.
 
-Usage: run_cohere_peer.py WORKSPACE_SCAN_DIR OUT_DIR BACKEND [ALGORITHM]
+Usage: run_cohere_peer.py WORKSPACE_SCAN_DIR OUT_DIR BACKEND [ALGORITHM [NAME]]
 
 Writes OUT_DIR/amplitude.npy (the array both engines phase); BACKEND
 ``none`` stops there. Otherwise, right after the peer's iterations (the
-config's ``3*(20*ER+180*HIO)+20*ER``, or ALGORITHM when given), it writes
-OUT_DIR/peer_<backend>_object.npy, _support.npy and peer_<backend>.json
-(seconds) before anything else can fail, then adds the peer's own metrics
-and the versions to the json, each step guarded.
+config's ``3*(20*ER+180*HIO)+20*ER``, or ALGORITHM when given and not
+``-``), it writes OUT_DIR/NAME_object.npy, _support.npy and NAME.json
+(seconds; NAME defaults to ``peer_<backend>``) before anything else can
+fail, then adds the peer's own metrics and the versions to the json, each
+step guarded. The peer's random start is new in every run.
 """
 
 import json
@@ -19,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 ws, out, backend = sys.argv[1], sys.argv[2], sys.argv[3]
-algorithm = sys.argv[4] if len(sys.argv) > 4 else None
+algorithm = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] != "-" else None
+name = sys.argv[5] if len(sys.argv) > 5 else f"peer_{backend}"
 import cohere_core.utilities.utils as ut
 from cohere_core.controller import phasing
 
@@ -45,8 +47,8 @@ def _array(x):
 
 
 # the result first: nothing below may lose it
-np.save(os.path.join(out, f"peer_{backend}_object.npy"), _array(worker.ds_image).astype(np.complex64))
-np.save(os.path.join(out, f"peer_{backend}_support.npy"), _array(worker.support).astype(bool))
+np.save(os.path.join(out, f"{name}_object.npy"), _array(worker.ds_image).astype(np.complex64))
+np.save(os.path.join(out, f"{name}_support.npy"), _array(worker.support).astype(bool))
 info = {
     "backend": backend,
     "seconds_iterate": t2 - t1,
@@ -55,7 +57,7 @@ info = {
     "date": time.strftime("%Y-%m-%d %H:%M"),
     "loadavg_after": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
 }
-json_path = os.path.join(out, f"peer_{backend}.json")
+json_path = os.path.join(out, f"{name}.json")
 with open(json_path, "w") as fh:
     json.dump(info, fh, indent=1)
 
