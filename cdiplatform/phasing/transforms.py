@@ -96,7 +96,7 @@ def _pocketfft_(src: torch.Tensor, out: torch.Tensor, *, ndim: int, inverse: boo
         return out
     import scipy.fft
 
-    if b is not a:
+    if src.data_ptr() != out.data_ptr():  # (``a is b`` never holds: ``.numpy()`` makes a new array each call)
         np.copyto(b, a)
     transform = scipy.fft.ifftn if inverse else scipy.fft.fftn
     res = transform(b, axes=axes, norm="ortho", overwrite_x=True, workers=workers)

@@ -1,5 +1,6 @@
 """The iteration's transforms in calls of bounded size: the same result as one call, and memory reused."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -32,8 +33,11 @@ def test_calls_of_bounded_size_give_the_transform_of_one_call(monkeypatch, shape
 @pytest.mark.parametrize(("shape", "ndim"), [((2, 3, 8, 6, 10), 3), ((1, 2, 12, 9), 2)])
 @pytest.mark.parametrize("into_out", [True, False])  # scipy's call into a buffer, or a copy and the public API
 def test_pocketfft_gives_torchs_transform(monkeypatch, shape, ndim, in_place, inverse, into_out):
+    copies = []
     if not into_out:
         monkeypatch.setattr(transforms, "_pocketfft_c2c", lambda: None)
+        copyto = np.copyto
+        monkeypatch.setattr(np, "copyto", lambda *a, **k: (copies.append(1), copyto(*a, **k)))
     x = torch.randn(shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(1))
     dims = tuple(range(-ndim, 0))
     expected = (torch.fft.ifftn if inverse else torch.fft.fftn)(x, dim=dims, norm="ortho")
@@ -44,6 +48,7 @@ def test_pocketfft_gives_torchs_transform(monkeypatch, shape, ndim, in_place, in
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
     if not in_place:
         assert torch.equal(src, before)  # the source is left as it was
+    assert len(copies) == (0 if in_place or into_out else 1)  # in place, the fallback copies nothing
 
 
 @pytest.mark.parametrize(("device", "grid", "choice", "expected"), [
