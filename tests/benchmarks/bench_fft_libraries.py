@@ -34,7 +34,9 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -61,8 +63,17 @@ def make_array(grid: tuple[int, ...], batch: int) -> np.ndarray:
     return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
 
 
-def pairs(x: np.ndarray, threads: int) -> dict[str, tuple[object, float]]:
-    """Library name -> (a function making one pair on ``x``'s values, seconds spent planning)."""
+class Library(NamedTuple):
+    """One library's transforms of an array: ``pair()`` makes one pair (in its buffers), ``forward()``
+    makes the forward transform of the array's first values and returns it; ``planning``: seconds."""
+
+    pair: Callable[[], object]
+    forward: Callable[[], np.ndarray]
+    planning: float = 0.0
+
+
+def libraries(x: np.ndarray, threads: int) -> dict[str, Library]:
+    """Library name -> its :class:`Library` on ``x``, for torch, pocketfft and those installed."""
     src = torch.from_numpy(x)
     buf = torch.empty_like(src)
     blocks = transform_blocks(tuple(src.shape), ndim=3)
@@ -72,11 +83,17 @@ def pairs(x: np.ndarray, threads: int) -> dict[str, tuple[object, float]]:
         for scans, starts in blocks:
             unitary_fftn(unitary_fftn(src[scans, starts], ndim=3), ndim=3, inverse=True)
 
+    def torch_forward():
+        return torch.cat([unitary_fftn(src[s, k], ndim=3) for s, k in blocks], dim=1).numpy()
+
+    def pocketfft_forward():
+        return unitary_fftn_(src, buf, ndim=3, fft="pocketfft").numpy()
+
     def pocketfft_pair():
-        unitary_fftn_(src, buf, ndim=3, fft="pocketfft")
+        pocketfft_forward()
         unitary_fftn_(buf, buf, ndim=3, inverse=True, fft="pocketfft")
 
-    out = {"torch": (torch_pair, 0.0), "pocketfft": (pocketfft_pair, 0.0)}
+    out = {"torch": Library(torch_pair, torch_forward), "pocketfft": Library(pocketfft_pair, pocketfft_forward)}
     try:
         import ducc0
     except ImportError:
@@ -84,11 +101,14 @@ def pairs(x: np.ndarray, threads: int) -> dict[str, tuple[object, float]]:
     else:
         dbuf = np.empty_like(x)
 
+        def ducc0_forward():
+            return ducc0.fft.c2c(x, axes=axes, forward=True, inorm=1, out=dbuf, nthreads=threads)
+
         def ducc0_pair():
-            ducc0.fft.c2c(x, axes=axes, forward=True, inorm=1, out=dbuf, nthreads=threads)
+            ducc0_forward()
             ducc0.fft.c2c(dbuf, axes=axes, forward=False, inorm=1, out=dbuf, nthreads=threads)
 
-        out["ducc0"] = (ducc0_pair, 0.0)
+        out["ducc0"] = Library(ducc0_pair, ducc0_forward)
     try:
         import pyfftw
     except ImportError:
@@ -101,54 +121,36 @@ def pairs(x: np.ndarray, threads: int) -> dict[str, tuple[object, float]]:
                                  normalise_idft=False) for d in ("FFTW_FORWARD", "FFTW_BACKWARD")]
             planning = time.perf_counter() - t0
             a[...] = x  # (planning by timing overwrites the arrays)
-            out[f"fftw-{flag[5:].lower()}"] = (lambda p=plans: (p[0](), p[1]()), planning)
+
+            def fftw_forward(a=a, p=plans):
+                a[...] = x
+                p[0]()
+                return a
+
+            out[f"fftw-{flag[5:].lower()}"] = Library(lambda p=plans: (p[0](), p[1]()), fftw_forward, planning)
     return out
 
 
 def forward_hashes(grid: tuple[int, ...], batch: int, threads: int, names: list[str]) -> dict[str, str]:
     """Each library's forward transform of :func:`make_array`, hashed (run in a fresh process)."""
     torch.set_num_threads(threads)
-    x = make_array(grid, batch)
-    return {name: hashlib.sha1(np.ascontiguousarray(forward(name, x, threads)).tobytes()).hexdigest()[:12]
+    libs = libraries(make_array(grid, batch), threads)
+    return {name: hashlib.sha1(np.ascontiguousarray(libs[name].forward()).tobytes()).hexdigest()[:12]
             for name in names}
-
-
-def forward(name: str, x: np.ndarray, threads: int) -> np.ndarray:
-    """The forward half of library ``name``'s pair on ``x``, as a new array."""
-    axes = (2, 3, 4)
-    if name == "torch":
-        src = torch.from_numpy(x)
-        return torch.cat([unitary_fftn(src[s, k], ndim=3) for s, k in transform_blocks(x.shape, ndim=3)],
-                         dim=1).numpy()
-    if name == "pocketfft":
-        out = torch.empty(x.shape, dtype=torch.complex64)
-        return unitary_fftn_(torch.from_numpy(x), out, ndim=3, fft="pocketfft").numpy()
-    if name == "ducc0":
-        import ducc0
-
-        return ducc0.fft.c2c(x, axes=axes, forward=True, inorm=1, nthreads=threads)
-    import pyfftw
-
-    a = pyfftw.empty_aligned(x.shape, dtype="complex64")
-    plan = pyfftw.FFTW(a, a, axes=axes, flags=("FFTW_" + name[5:].upper(),), threads=threads, ortho=True,
-                       normalise_idft=False)
-    a[...] = x
-    plan()
-    return a
 
 
 def measure(grid, batch, *, rounds: int, threads: int, n: int = 5) -> list[str]:
     """Print the table of one grid; returns the libraries measured."""
     x = make_array(grid, batch)
-    libs = pairs(x, threads)
-    for pair, _ in libs.values():
-        pair()  # warm: plans, caches, page faults
+    libs = libraries(x, threads)
+    for lib in libs.values():
+        lib.pair()  # warm: plans, caches, page faults
     times = {name: [] for name in libs}
     for _ in range(rounds):
-        for name, (pair, _) in libs.items():
+        for name, lib in libs.items():
             t0 = time.perf_counter()
             for _ in range(n):
-                pair()
+                lib.pair()
             times[name].append((time.perf_counter() - t0) / n)
     voxels = x.size
     ref = float(np.median(times["torch"]))
@@ -161,7 +163,7 @@ def measure(grid, batch, *, rounds: int, threads: int, n: int = 5) -> list[str]:
         ns = np.array(ts) / voxels * 1e9
         mark = "*" if name == rule else " "
         print(f"{name:>14}{mark} {np.median(ns):9.2f} {ns.min():6.2f}-{ns.max():<6.2f} "
-              f"{np.median(ts) / ref:8.2f} {np.median(ts) * 1e3:8.1f} {libs[name][1]:8.2f}s")
+              f"{np.median(ts) / ref:8.2f} {np.median(ts) * 1e3:8.1f} {libs[name].planning:8.2f}s")
     return list(libs)
 
 
